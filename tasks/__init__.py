@@ -1,0 +1,1 @@
+"""Celery tasks (thin) and the fulfilment logic they call; provider clients under providers/."""

@@ -1,0 +1,189 @@
+"""Routing rules: which provider and product fulfil a unit.
+
+The rules live in a TOML file (``RULES_FILE``) and are validated once at start-up: an
+invalid file stops the process with a message naming the rule and the field. Rules are
+tried in file order; the first whose source, event type and ``match`` fields all equal
+the unit's wins. An internal event may instead name ``provider`` + ``product`` itself.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Route", "Rule", "Rules", "RulesError", "load_rules", "route_from_product", "PROVIDERS"]
+
+PROVIDERS = ("ifeelgoods", "rewardops")
+SOURCES = ("coniq", "internal", "*")
+
+
+class RulesError(ValueError):
+    """The rules file is invalid; the message names the rule and the field."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A routing decision: the provider and the product to order from it."""
+
+    provider: str
+    rule: str
+    # Ifeelgoods: promotion id + reward SKU.  RewardOps: program id + item order token.
+    promotion_id: int = 0
+    sku: str = ""
+    program_id: int = 0
+    item_order_token: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "rule": self.rule,
+            "promotion_id": self.promotion_id,
+            "sku": self.sku,
+            "program_id": self.program_id,
+            "item_order_token": self.item_order_token,
+        }
+
+    @property
+    def product(self) -> str:
+        if self.provider == "ifeelgoods":
+            return f"{self.promotion_id}/{self.sku}"
+        return f"{self.program_id}/{self.item_order_token}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    source: str
+    event: str
+    match: Mapping[str, str]
+    route: Route | None  # None: recognised and deliberately ignored
+
+    def matches(self, source: str, event_type: str, fields: Mapping[str, str]) -> bool:
+        if self.source not in ("*", source) or self.event not in ("*", event_type):
+            return False
+        return all(fields.get(key) == value for key, value in self.match.items())
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+    def wants(self, source: str, event_type: str) -> bool:
+        """True when some rule could act on this (source, event type)."""
+        return any(
+            r.route is not None and r.source in ("*", source) and r.event in ("*", event_type)
+            for r in self.rules
+        )
+
+    def route(self, source: str, event_type: str, fields: Mapping[str, str]) -> Route | None:
+        """The first matching rule's route, or None (unroutable, or an ignore rule)."""
+        direct = route_from_product(fields)
+        if direct is not None:
+            return direct
+        for rule in self.rules:
+            if rule.matches(source, event_type, fields):
+                return rule.route
+        return None
+
+
+def route_from_product(fields: Mapping[str, str]) -> Route | None:
+    """An internal event's explicit ``provider`` + ``product`` (``id/sku`` or ``id/token``)."""
+    provider, product = fields.get("provider"), fields.get("product")
+    if not provider or not product or provider not in PROVIDERS or "/" not in product:
+        return None
+    owner, _, item = product.partition("/")
+    if not owner.isdigit() or not item:
+        return None
+    if provider == "ifeelgoods":
+        return Route("ifeelgoods", "event", promotion_id=int(owner), sku=item)
+    return Route("rewardops", "event", program_id=int(owner), item_order_token=item)
+
+
+def load_rules(path: Path) -> Rules:
+    """Parse and validate the rules file.
+
+    Raises:
+        RulesError: the file is unreadable or a rule is invalid (message names rule + field).
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{path}: not valid TOML: {exc}") from exc
+    raw_rules = document.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise RulesError(f"{path}: 'rule' must be an array of tables ([[rule]])")
+    unknown = set(document) - {"rule"}
+    if unknown:
+        raise RulesError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    rules: list[Rule] = []
+    names: set[str] = set()
+    for position, raw in enumerate(raw_rules, start=1):
+        rule = _parse_rule(raw, position)
+        if rule.name in names:
+            raise RulesError(f"rule '{rule.name}' (#{position}): field 'name' is not unique")
+        names.add(rule.name)
+        rules.append(rule)
+    return Rules(tuple(rules))
+
+
+_COMMON = {"name", "source", "event", "match", "provider", "action"}
+_BY_PROVIDER = {"ifeelgoods": {"promotion_id", "sku"}, "rewardops": {"program_id", "item_order_token"}}
+
+
+def _parse_rule(raw: Any, position: int) -> Rule:
+    label = f"rule #{position}"
+    if not isinstance(raw, dict):
+        raise RulesError(f"{label}: must be a table")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RulesError(f"{label}: field 'name' is required (a non-empty string)")
+    label = f"rule '{name}' (#{position})"
+
+    def fail(field_name: str, problem: str) -> RulesError:
+        return RulesError(f"{label}: field '{field_name}' {problem}")
+
+    source = raw.get("source", "*")
+    if source not in SOURCES:
+        raise fail("source", f"must be one of {', '.join(SOURCES)}")
+    event = raw.get("event")
+    if not isinstance(event, str) or not event:
+        raise fail("event", "is required (an event type such as 'reward.issued', or '*')")
+    match = raw.get("match", {})
+    if not isinstance(match, dict) or not all(isinstance(v, str | int) for v in match.values()):
+        raise fail("match", "must be a table of string or integer values")
+    match = {str(k): str(v) for k, v in match.items()}
+    action = raw.get("action", "fulfil")
+    if action not in ("fulfil", "ignore"):
+        raise fail("action", "must be 'fulfil' or 'ignore'")
+    if action == "ignore":
+        extra = set(raw) - {"name", "source", "event", "match", "action"}
+        if extra:
+            raise fail(sorted(extra)[0], "is not allowed on an ignore rule")
+        return Rule(name, source, event, match, None)
+    provider = raw.get("provider")
+    if provider not in PROVIDERS:
+        raise fail("provider", f"must be one of {', '.join(PROVIDERS)}")
+    allowed = _COMMON | _BY_PROVIDER[provider]
+    extra = set(raw) - allowed
+    if extra:
+        raise fail(sorted(extra)[0], f"is not a {provider} rule field")
+    if provider == "ifeelgoods":
+        promotion_id, sku = raw.get("promotion_id"), raw.get("sku")
+        if not isinstance(promotion_id, int) or promotion_id <= 0:
+            raise fail("promotion_id", "must be a positive integer")
+        if not isinstance(sku, str) or not sku:
+            raise fail("sku", "must be a non-empty string")
+        route = Route("ifeelgoods", name, promotion_id=promotion_id, sku=sku)
+    else:
+        program_id, token = raw.get("program_id"), raw.get("item_order_token")
+        if not isinstance(program_id, int) or program_id <= 0:
+            raise fail("program_id", "must be a positive integer")
+        if not isinstance(token, str) or not token:
+            raise fail("item_order_token", "must be a non-empty string")
+        route = Route("rewardops", name, program_id=program_id, item_order_token=token)
+    return Rule(name, source, event, match, route)

@@ -1,0 +1,87 @@
+"""Edge errors and the one handler that turns them into ``application/problem+json``.
+
+Every refusal the HTTP API makes is a ``ProblemError`` with a stable ``type`` slug, so
+clients can branch on it; nothing reaches Flask's default HTML 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+__all__ = ["ProblemError", "problem_response", "register_error_handlers", "PROBLEM_BASE"]
+
+PROBLEM_BASE = "https://rewardrelay.dev/problems/"
+log = logging.getLogger(__name__)
+
+
+class ProblemError(Exception):
+    """An RFC 9457 problem: ``status``, a stable ``type`` slug, a human ``detail``."""
+
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.type = type_
+        self.detail = detail
+        self.title = title or type_.replace("-", " ").capitalize()
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def problem_response(problem: ProblemError) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    if problem.errors is not None:
+        body["errors"] = problem.errors
+    response = Response(
+        json.dumps(body), status=problem.status, mimetype="application/problem+json"
+    )
+    for name, value in problem.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map ProblemError, werkzeug HTTP errors and anything unexpected to problem+json."""
+
+    @app.errorhandler(ProblemError)
+    def _problem(error: ProblemError) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        status = error.code or 500
+        slug = {
+            404: "not-found",
+            405: "method-not-allowed",
+            413: "payload-too-large",
+            415: "unsupported-media-type",
+        }.get(status, f"http-{status}")
+        response = problem_response(ProblemError(status, slug, error.description or slug))
+        if status == 405 and error.get_response().headers.get("Allow"):
+            response.headers["Allow"] = error.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # Logged with its type only: the message could carry request data.
+        log.error("unhandled %s at the edge", type(error).__name__, exc_info=error)
+        return problem_response(
+            ProblemError(500, "internal-error", "An unexpected error occurred.")
+        )

@@ -1,0 +1,65 @@
+"""The Celery application, configured for at-least-once delivery of idempotent tasks.
+
+Tasks are safe to run twice because the ledger decides, atomically, whether a unit may be
+submitted; so the broker is allowed to redeliver (late acks, reject on worker loss) and is
+never trusted to hold long delays (retries are scheduled in the ledger, not as countdowns).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from worker.config import Settings
+
+__all__ = ["make_celery", "BROKER_VISIBILITY_TIMEOUT_SECONDS", "FULFILL_TASK", "SWEEP_TASK"]
+
+FULFILL_TASK = "tasks.fulfill_reward"
+SWEEP_TASK = "tasks.sweep"
+# Redis redelivers an unacked message after this long; every countdown we use is far
+# below it (we use none for retries) and every task finishes well within it.
+BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Build the Celery app from one Settings; no broker connection is made here."""
+    app = Celery("rewardrelay", broker=settings.celery_broker_url, include=["tasks.fulfill"])
+    transport_options: dict[str, Any] = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS}
+    if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
+        # Publisher confirms: without them RabbitMQ may drop messages under resource alarms.
+        transport_options = {"confirm_publish": True}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        broker_pool_limit=10,
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_time_limit=int(settings.task_lease_seconds * 0.9),
+        task_soft_time_limit=int(settings.task_lease_seconds * 0.8),
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        beat_schedule={
+            "sweep-units": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds}
+        },
+    )
+    app.conf.rewardrelay_settings = settings
+    return app

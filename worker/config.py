@@ -1,0 +1,211 @@
+"""Settings: the only reader of ``os.environ``.
+
+Every process (web, worker, beat, relay, command line) builds one frozen ``Settings`` at
+start-up. A missing or malformed value raises ``SettingsError`` whose message is one line
+naming the variable and the problem, so a misconfigured process stops before it accepts
+anything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = ["Settings", "SettingsError", "DEFAULT_RULES_FILE"]
+
+DEFAULT_RULES_FILE = Path(__file__).with_name("rules.example.toml")
+_WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/=]{8,}$")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; ``str(error)`` is one line naming it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def _redacted(value: str) -> str:
+    return "***" if value else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration shared by the web, worker and command-line processes."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""
+    key_prefix: str = "rr"
+    coniq_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    event_secrets: tuple[str, ...] = field(default=(), repr=False)
+    webhook_tolerance_seconds: int = 300
+    max_body_bytes: int = 256 * 1024
+    ifeelgoods_base_url: str = "https://api.ifeelgoods.com/fulfillment/v2"
+    ifeelgoods_api_key: str = field(default="", repr=False)
+    ifeelgoods_api_secret: str = field(default="", repr=False)
+    rewardops_base_url: str = "https://app.rewardops.net/api/v4"
+    rewardops_client_id: str = field(default="", repr=False)
+    rewardops_client_secret: str = field(default="", repr=False)
+    rules_file: Path = DEFAULT_RULES_FILE
+    admin_token: str = field(default="", repr=False)
+    sentry_dsn: str = field(default="", repr=False)
+    log_format: str = "text"
+    provider_timeout_seconds: float = 10.0
+    retry_base_seconds: float = 2.0
+    retry_max_delay_seconds: float = 600.0
+    retry_max_attempts: int = 30
+    retry_horizon_seconds: float = 24 * 3600.0
+    unit_stale_seconds: float = 45.0
+    sweep_interval_seconds: float = 5.0
+    task_lease_seconds: float = 60.0
+    delivery_poll_seconds: float = 2.0
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raise ``SettingsError`` on the first bad one."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        redis_url = _url(env, "REDIS_URL", defaults.redis_url, ("redis", "rediss", "unix"))
+        return cls(
+            redis_url=redis_url,
+            broker_url=_url(
+                env, "CELERY_BROKER_URL", "", ("redis", "rediss", "amqp", "pyamqp", "unix")
+            ),
+            key_prefix=_text(env, "RR_KEY_PREFIX", defaults.key_prefix, pattern=r"^[\w.:-]{1,40}$"),
+            coniq_webhook_secrets=_secrets(env, "CONIQ_WEBHOOK_SECRETS"),
+            event_secrets=_secrets(env, "EVENT_SECRETS"),
+            webhook_tolerance_seconds=_int(env, "WEBHOOK_TOLERANCE_SECONDS", 300, low=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", defaults.max_body_bytes, low=1024),
+            ifeelgoods_base_url=_url(
+                env, "IFEELGOODS_BASE_URL", defaults.ifeelgoods_base_url, ("http", "https")
+            ),
+            ifeelgoods_api_key=env.get("IFEELGOODS_API_KEY", "").strip(),
+            ifeelgoods_api_secret=env.get("IFEELGOODS_API_SECRET", "").strip(),
+            rewardops_base_url=_url(
+                env, "REWARDOPS_BASE_URL", defaults.rewardops_base_url, ("http", "https")
+            ),
+            rewardops_client_id=env.get("REWARDOPS_CLIENT_ID", "").strip(),
+            rewardops_client_secret=env.get("REWARDOPS_CLIENT_SECRET", "").strip(),
+            rules_file=_path(env, "RULES_FILE", defaults.rules_file),
+            admin_token=_admin_token(env),
+            sentry_dsn=_url(env, "SENTRY_DSN", "", ("http", "https")),
+            log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
+            provider_timeout_seconds=_float(env, "PROVIDER_TIMEOUT_SECONDS", 10.0, low=0.05),
+            retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 2.0, low=0.0),
+            retry_max_delay_seconds=_float(env, "RETRY_MAX_DELAY_SECONDS", 600.0, low=0.0),
+            retry_max_attempts=_int(env, "RETRY_MAX_ATTEMPTS", 30, low=1),
+            retry_horizon_seconds=_float(env, "RETRY_HORIZON_SECONDS", 86400.0, low=1.0),
+            unit_stale_seconds=_float(env, "UNIT_STALE_SECONDS", 45.0, low=0.5),
+            sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, low=0.1),
+            task_lease_seconds=_float(env, "TASK_LEASE_SECONDS", 60.0, low=1.0),
+            delivery_poll_seconds=_float(env, "DELIVERY_POLL_SECONDS", 2.0, low=0.05),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail with ``SettingsError`` if any named setting (env variable name) is empty."""
+        attrs = {f.name.upper(): f.name for f in fields(self)}
+        aliases = {"CONIQ_WEBHOOK_SECRETS": "coniq_webhook_secrets"}
+        for name in names:
+            attr = aliases.get(name) or attrs.get(name)
+            if attr is None:
+                raise KeyError(name)
+            if not getattr(self, attr):
+                raise SettingsError(name, "is required but not set")
+
+    def redacted(self) -> dict[str, object]:
+        """A view safe to print: every secret replaced by ``***``."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.repr:
+                value = (
+                    [_redacted(v) for v in value] if isinstance(value, tuple) else _redacted(value)
+                )
+            out[f.name.upper()] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _text(env: Mapping[str, str], name: str, default: str, *, pattern: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not re.match(pattern, value):
+        raise SettingsError(name, f"must match {pattern}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise SettingsError(name, f"must be a URL with scheme {' or '.join(schemes)}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SettingsError(name, "must name a host")
+    return value.rstrip("/") if parts.scheme in ("http", "https") else value
+
+
+def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    values = tuple(env.get(name, "").split())
+    for position, secret in enumerate(values, start=1):
+        if not _WHSEC.match(secret):
+            raise SettingsError(
+                name, f"secret #{position} must look like whsec_<base64>, space-separated"
+            )
+    return values
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be an integer, got {raw!r}") from None
+    if value < low:
+        raise SettingsError(name, f"must be at least {low}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"must be a number, got {raw!r}") from None
+    if value < low:
+        raise SettingsError(name, f"must be at least {low}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise SettingsError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name, "").strip()
+    path = Path(raw).expanduser() if raw else default
+    if not path.is_file():
+        raise SettingsError(name, f"file not found: {path}")
+    return path
+
+
+def _admin_token(env: Mapping[str, str]) -> str:
+    value = env.get("ADMIN_TOKEN", "").strip()
+    if value and len(value) < 16:
+        raise SettingsError("ADMIN_TOKEN", "must be at least 16 characters")
+    return value

@@ -1,0 +1,138 @@
+"""Inbox + outbox: the edge's single atomic write.
+
+One Lua script claims the event id, stores the event and its units, indexes the units as
+live, and appends them to the outbox stream, all in one Redis round trip. After it
+returns ``ACCEPTED`` the event is durable (as durable as the Redis persistence settings)
+and the relay or the sweeper will publish its tasks, even if this process dies now.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from worker.stores.keys import Keys
+from worker.stores.models import UnitSpec
+
+__all__ = ["Inbox", "InboxOutcome", "StoredEvent"]
+
+_ACCEPT = """
+local event_key, outbox, live, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id, source, etype, fp, body = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, stale_at, unit_ids, n = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local seen = redis.call('HMGET', event_key, 'source', 'fingerprint', 'undispatched')
+if seen[2] then
+  if seen[1] ~= source or seen[2] ~= fp then return 'conflict' end
+  if tonumber(seen[3] or '0') > 0 then return 'pending' end
+  return 'duplicate'
+end
+redis.call('HSET', event_key, 'id', id, 'source', source, 'type', etype, 'fingerprint', fp,
+  'body', body, 'received_at', now, 'units', unit_ids, 'undispatched', n)
+redis.call('ZADD', index, now, id)
+for i = 1, n do
+  local uid, match = ARGV[8 + 2 * i], ARGV[9 + 2 * i]
+  redis.call('HSET', KEYS[4 + i], 'event_id', id, 'source', source, 'event_type', etype,
+    'state', 'pending', 'attempts', 0, 'match', match, 'created_at', now, 'updated_at', now)
+  redis.call('ZADD', live, stale_at, uid)
+  redis.call('XADD', outbox, '*', 'unit', uid)
+end
+return 'accepted'
+"""
+
+_MARK_DISPATCHED = """
+if redis.call('HSETNX', KEYS[1], 'dispatched_at', ARGV[1]) == 1 then
+  local event_key = ARGV[2] .. redis.call('HGET', KEYS[1], 'event_id')
+  redis.call('HINCRBY', event_key, 'undispatched', -1)
+  return 1
+end
+return 0
+"""
+
+
+class InboxOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # new event stored and queued in the outbox
+    PENDING = "pending"  # seen before, same body, not yet published: answer "accepted" again
+    DUPLICATE = "duplicate"  # seen before, same body, already published
+    CONFLICT = "conflict"  # same id, different source or body
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: str
+    source: str
+    type: str
+    received_at: float
+    unit_ids: tuple[str, ...]
+    body: dict[str, object]
+
+
+class Inbox:
+    """Claims event ids and records accepted events with their units."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self._keys = keys
+        self._accept = client.register_script(_ACCEPT)
+        self._mark = client.register_script(_MARK_DISPATCHED)
+
+    def accept(
+        self,
+        *,
+        event_id: str,
+        source: str,
+        event_type: str,
+        fingerprint: str,
+        body: str,
+        units: Sequence[UnitSpec],
+        now: float,
+        stale_after: float,
+    ) -> InboxOutcome:
+        """Atomically claim ``(source, event_id)`` and store the event and its units.
+
+        Raises:
+            redis.RedisError: the store is unreachable; nothing was recorded.
+        """
+        unit_ids = [spec.unit_id(event_id) for spec in units]
+        keys = [self._keys.event(event_id), self._keys.outbox, self._keys.live]
+        keys += [self._keys.events_index] + [self._keys.unit(uid) for uid in unit_ids]
+        args: list[str | float | int] = [
+            event_id,
+            source,
+            event_type,
+            fingerprint,
+            body,
+            now,
+            now + stale_after,
+            json.dumps(unit_ids),
+            len(unit_ids),
+        ]
+        for uid, spec in zip(unit_ids, units, strict=True):
+            args += [uid, json.dumps(spec.match, sort_keys=True)]
+        result = self._accept(keys=keys, args=args)
+        return InboxOutcome(result.decode() if isinstance(result, bytes) else result)
+
+    def mark_dispatched(self, unit_id: str, now: float) -> bool:
+        """Record that the unit's task was published; True the first time."""
+        done = self._mark(
+            keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")]
+        )
+        return bool(done)
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        raw = self._redis.hgetall(self._keys.event(event_id))
+        if not raw:
+            return None
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return StoredEvent(
+            id=data["id"],
+            source=data["source"],
+            type=data["type"],
+            received_at=float(data["received_at"]),
+            unit_ids=tuple(json.loads(data["units"])),
+            body=json.loads(data["body"]),
+        )
+

@@ -1,0 +1,65 @@
+"""Redis key layout: one place that names every key the stores use.
+
+All keys share a prefix (``RR_KEY_PREFIX``), so tests and several deployments can share
+one Redis server without touching each other's data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Keys"]
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "rr"
+
+    def event(self, event_id: str) -> str:
+        """Hash: the accepted event (source, type, fingerprint, body, unit ids)."""
+        return f"{self.prefix}:event:{event_id}"
+
+    def unit(self, unit_id: str) -> str:
+        """Hash: one reward unit's ledger entry."""
+        return f"{self.prefix}:unit:{unit_id}"
+
+    def attempts(self, unit_id: str) -> str:
+        """List: the unit's attempt history, oldest first (JSON entries, redacted)."""
+        return f"{self.prefix}:unit:{unit_id}:attempts"
+
+    @property
+    def outbox(self) -> str:
+        """Stream: unit ids accepted at the edge and not yet published to the broker."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def live(self) -> str:
+        """Sorted set: every non-terminal unit, scored by when it next needs attention."""
+        return f"{self.prefix}:units:live"
+
+    @property
+    def dead_letters(self) -> str:
+        """Sorted set: dead-letter ids by the time they were dead-lettered."""
+        return f"{self.prefix}:dlq"
+
+    def dead_letter(self, letter_id: str) -> str:
+        """Hash: one dead letter."""
+        return f"{self.prefix}:dlq:{letter_id}"
+
+    @property
+    def dead_letter_log(self) -> str:
+        """List: replays and discards, for audit."""
+        return f"{self.prefix}:dlq:log"
+
+    @property
+    def unroutable(self) -> str:
+        """Sorted set: units no routing rule matched."""
+        return f"{self.prefix}:unroutable"
+
+    @property
+    def events_index(self) -> str:
+        """Sorted set: accepted event ids by acceptance time."""
+        return f"{self.prefix}:events"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
