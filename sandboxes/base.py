@@ -1,0 +1,193 @@
+"""Sandboxes, shared plumbing: in-memory state, fault hooks and the ``/_sandbox`` control API.
+
+Stage: test infrastructure shipped with the package. Both provider simulators keep their
+data in a lock-protected in-memory state object, count what they issue (so tests can prove
+"exactly one order per idempotency key"), and apply the fault rules of
+:mod:`sandboxes.faults` in Flask request hooks. Keeping that here means each provider module
+only describes its own endpoints, envelopes and error bodies.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+
+from sandboxes.faults import Fault, FaultInjector, FaultKind, FaultSpecError, parse_rules
+
+__all__ = ["CONTROL_PREFIX", "ErrorResponder", "SandboxState", "current_fault", "install"]
+
+CONTROL_PREFIX = "/_sandbox"  # control endpoints; never faulted, never authenticated
+FAULT_HEADER = "X-Sandbox-Fault"  # one-off fault for the request that carries it
+
+
+class ErrorResponder(Protocol):
+    """Builds a provider-shaped error response (each provider has its own body format)."""
+
+    def __call__(
+        self, status: int, name: str | None = None, message: str | None = None
+    ) -> Response: ...
+
+
+class SandboxState:
+    """State common to every sandbox: lock, counters, faults and bearer tokens.
+
+    Subclasses add their resources and override :meth:`_reset_data`. Every mutation happens
+    under ``lock`` (a re-entrant lock, so helpers may nest).
+    """
+
+    def __init__(self, *, seed: int | None = 0, clock: Callable[[], float] = time.time) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.faults = FaultInjector(seed)
+        self._seed = seed
+        self.issued: Counter[str] = Counter()
+        self.requests = 0
+        self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+
+    def reset(self) -> None:
+        """Forget every resource, token, counter and fault rule."""
+        with self.lock:
+            self.faults.reset(self._seed)
+            self.issued.clear()
+            self.requests = 0
+            self.tokens.clear()
+            self._reset_data()
+
+    def _reset_data(self) -> None:
+        """Hook for subclasses: drop provider resources."""
+
+    def mint_token(self, ttl_seconds: int) -> tuple[str, int]:
+        """Issue a bearer token; returns it with its creation time (epoch seconds)."""
+        token = secrets.token_hex(32)
+        created_at = int(self.clock())
+        with self.lock:
+            self.tokens[token] = created_at + ttl_seconds
+        return token, created_at
+
+    def token_status(self, token: str) -> str:
+        """``valid``, ``expired`` or ``unknown``."""
+        with self.lock:
+            expiry = self.tokens.get(token)
+        if expiry is None:
+            return "unknown"
+        return "valid" if self.clock() < expiry else "expired"
+
+    def expire_tokens(self) -> int:
+        with self.lock:
+            now = self.clock()
+            for token in self.tokens:
+                self.tokens[token] = min(self.tokens[token], now - 1)
+            return len(self.tokens)
+
+    def record_issue(self, key: str) -> None:
+        """Count one creation for an idempotency key (never called for replays)."""
+        with self.lock:
+            self.issued[key] += 1
+
+    def counters(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "issued": dict(self.issued),
+                "requests": self.requests,
+                "faults_injected": dict(self.faults.injected),
+            }
+
+
+def current_fault() -> Fault | None:
+    """The fault chosen for the request being handled (or None)."""
+    fault: Fault | None = g.get("sandbox_fault")
+    return fault
+
+
+def install(app: Flask, state: SandboxState, error: ErrorResponder) -> None:
+    """Attach fault hooks and the ``/_sandbox`` control endpoints to ``app``.
+
+    Register this before any authentication hook so faults apply even to unauthenticated
+    requests (a ``token_expired`` fault must win over a valid token).
+    """
+
+    @app.before_request
+    def _apply_fault() -> Response | None:
+        if request.path.startswith(CONTROL_PREFIX):
+            return None
+        with state.lock:
+            state.requests += 1
+        try:
+            fault = state.faults.pick(
+                request.method, request.path, request.headers.get(FAULT_HEADER)
+            )
+        except FaultSpecError as exc:
+            return error(400, "bad_request", f"{FAULT_HEADER}: {exc}")
+        g.sandbox_fault = fault
+        if fault is None:
+            return None
+        if fault.kind is FaultKind.LATENCY:
+            time.sleep(fault.ms / 1000)
+            return None
+        if fault.kind is FaultKind.STATUS:
+            if not fault.body:
+                return Response(status=fault.status)
+            return error(fault.status, None, "Injected server error.")
+        if fault.kind is FaultKind.RATE_LIMIT:
+            response = error(429, None, None)
+            response.headers["Retry-After"] = fault.retry_after
+            return response
+        if fault.kind is FaultKind.TOKEN_EXPIRED:
+            response = error(401, "unauthorized", "The access token expired.")
+            response.headers["WWW-Authenticate"] = (
+                'Bearer error="invalid_token", error_description="The access token expired"'
+            )
+            return response
+        if fault.kind is FaultKind.PERMANENT:
+            return error(fault.status, fault.error, fault.message)
+        # commit_then_timeout and precondition_race act later, inside or after the view.
+        return None
+
+    @app.after_request
+    def _delay_after_commit(response: Response) -> Response:
+        fault = current_fault()
+        if fault is not None and fault.kind is FaultKind.COMMIT_THEN_TIMEOUT:
+            # The view has committed; answering late makes the client time out not knowing.
+            time.sleep(fault.seconds)
+        return response
+
+    control = Blueprint("sandbox_control", __name__, url_prefix=CONTROL_PREFIX)
+
+    @control.post("/reset")
+    def _reset() -> Response:
+        state.reset()
+        return jsonify({"status": "reset"})
+
+    @control.get("/counters")
+    def _counters() -> Response:
+        return jsonify(state.counters())
+
+    @control.get("/faults")
+    def _list_faults() -> Response:
+        return jsonify({"rules": state.faults.rules()})
+
+    @control.post("/faults")
+    def _set_faults() -> tuple[Response, int] | Response:
+        try:
+            rules, seed, append = parse_rules(request.get_json(silent=True))
+        except FaultSpecError as exc:
+            return jsonify({"error": str(exc)}), 400
+        state.faults.set_rules(rules, seed=seed, append=append)
+        return jsonify({"rules": state.faults.rules()})
+
+    @control.delete("/faults")
+    def _clear_faults() -> Response:
+        state.faults.clear()
+        return jsonify({"rules": []})
+
+    @control.post("/tokens/expire")
+    def _expire_tokens() -> Response:
+        return jsonify({"expired": state.expire_tokens()})
+
+    app.register_blueprint(control)
