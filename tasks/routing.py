@@ -132,7 +132,10 @@ def load_rules(path: Path) -> Rules:
 
 
 _COMMON = {"name", "source", "event", "match", "provider", "action"}
-_BY_PROVIDER = {"ifeelgoods": {"promotion_id", "sku"}, "rewardops": {"program_id", "item_order_token"}}
+_BY_PROVIDER = {
+    "ifeelgoods": {"promotion_id", "sku"},
+    "rewardops": {"program_id", "item_order_token"},
+}
 
 
 def _parse_rule(raw: Any, position: int) -> Rule:

@@ -38,7 +38,7 @@ def _redacted(value: str) -> str:
 class Settings:
     """Validated configuration shared by the web, worker and command-line processes."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = ""
     broker_url: str = ""
     key_prefix: str = "rr"
     coniq_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -74,7 +74,7 @@ class Settings:
         """Read and validate every variable; raise ``SettingsError`` on the first bad one."""
         env = os.environ if environ is None else environ
         defaults = cls()
-        redis_url = _url(env, "REDIS_URL", defaults.redis_url, ("redis", "rediss", "unix"))
+        redis_url = _url(env, "REDIS_URL", "", ("redis", "rediss", "unix"))
         return cls(
             redis_url=redis_url,
             broker_url=_url(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
+from worker.stores.codec import text, text_map
 from worker.stores.keys import Keys
 from worker.stores.models import UnitSpec
 
@@ -113,20 +114,18 @@ class Inbox:
         for uid, spec in zip(unit_ids, units, strict=True):
             args += [uid, json.dumps(spec.match, sort_keys=True)]
         result = self._accept(keys=keys, args=args)
-        return InboxOutcome(result.decode() if isinstance(result, bytes) else result)
+        return InboxOutcome(text(result))
 
     def mark_dispatched(self, unit_id: str, now: float) -> bool:
         """Record that the unit's task was published; True the first time."""
-        done = self._mark(
-            keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")]
-        )
+        done = self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")])
         return bool(done)
 
     def get(self, event_id: str) -> StoredEvent | None:
         raw = self._redis.hgetall(self._keys.event(event_id))
         if not raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = text_map(raw)
         return StoredEvent(
             id=data["id"],
             source=data["source"],
@@ -135,4 +134,3 @@ class Inbox:
             unit_ids=tuple(json.loads(data["units"])),
             body=json.loads(data["body"]),
         )
-

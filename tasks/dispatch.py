@@ -1,0 +1,112 @@
+"""Dispatch: from the store to the broker.
+
+Two paths publish ``tasks.fulfill_reward(unit_id)``:
+- the relay reads the outbox stream the edge appends to, publishes, and acknowledges an
+  entry only after its publish succeeded (an entry read but never acknowledged is claimed
+  again by ``reclaim_outbox``);
+- the scheduler takes units whose ``live`` score is due (a retry time, a delivery to
+  follow up, or a unit silent for too long, e.g. because its message was lost) and
+  publishes them, pushing their score forward in the same atomic step so two schedulers
+  never take the same unit.
+Publishing twice is harmless: the ledger lets only one delivery submit.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+import redis
+
+from worker.stores.codec import text
+from worker.stores.inbox import Inbox
+from worker.stores.keys import Keys
+
+__all__ = ["Dispatcher", "RELAY_GROUP"]
+
+log = logging.getLogger(__name__)
+RELAY_GROUP = "relay"
+
+_TAKE_DUE = """
+local live, now, until_, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', live, '-inf', now, 'LIMIT', 0, limit)
+for _, uid in ipairs(due) do redis.call('ZADD', live, 'XX', until_, uid) end
+return due
+"""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        publish: Callable[[str], None],
+        *,
+        stale_after: float,
+        consumer: str | None = None,
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._inbox = Inbox(client, keys)
+        self._publish = publish
+        self._stale_after = stale_after
+        self._consumer = consumer or f"{socket.gethostname()}-{id(self):x}"
+        self._take_due = client.register_script(_TAKE_DUE)
+
+    def ensure_group(self) -> None:
+        try:
+            self._redis.xgroup_create(self._keys.outbox, RELAY_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def relay_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
+        """Publish new outbox entries; returns how many were published."""
+        reply = self._redis.xreadgroup(
+            RELAY_GROUP, self._consumer, {self._keys.outbox: ">"}, count=count, block=block_ms
+        )
+        entries = [entry for _stream, items in (reply or []) for entry in items]
+        return self._publish_entries(entries)
+
+    def reclaim_outbox(self, *, min_idle_ms: int = 10_000, count: int = 100) -> int:
+        """Publish entries another relay read but never acknowledged (it crashed)."""
+        self.ensure_group()
+        _next, entries, *_ = self._redis.xautoclaim(
+            self._keys.outbox, RELAY_GROUP, self._consumer, min_idle_ms, count=count
+        )
+        return self._publish_entries(entries)
+
+    def publish_due(self, *, now: float | None = None, limit: int = 500) -> int:
+        """Publish units whose next check is due; returns how many."""
+        now = time.time() if now is None else now
+        due = self._take_due(keys=[self._keys.live], args=[now, now + self._stale_after, limit])
+        published = 0
+        for raw in due:
+            unit_id = text(raw)
+            try:
+                self._publish(unit_id)
+            except Exception:
+                # Its score was pushed forward: the next sweep after stale_after retries it.
+                log.warning("publish failed for a due unit; will retry", exc_info=True)
+                break
+            self._inbox.mark_dispatched(unit_id, now)
+            published += 1
+        return published
+
+    def _publish_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        published = 0
+        for entry_id, fields in entries:
+            if not fields:  # deleted entry reported by XAUTOCLAIM
+                self._redis.xack(self._keys.outbox, RELAY_GROUP, entry_id)
+                continue
+            unit_id = text(fields[b"unit"])
+            self._publish(unit_id)  # raises: entry stays pending and is reclaimed later
+            self._inbox.mark_dispatched(unit_id, time.time())
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xack(self._keys.outbox, RELAY_GROUP, entry_id)
+            pipe.xdel(self._keys.outbox, entry_id)
+            pipe.execute()
+            published += 1
+        return published

@@ -1,0 +1,70 @@
+"""Celery entry points (thin): deserialize the unit id and call the plain functions.
+
+Arguments are unit ids only (``{event id}:{line}:{index}``): no personal data, no codes
+in the broker, Flower or Sentry. Retries are not Celery retries: the ledger schedules
+them and the sweeper publishes them when due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Task, shared_task
+
+from tasks.dispatch import Dispatcher
+from tasks.fulfillment import fulfil_unit
+from tasks.runtime import WorkerRuntime, build_runtime
+from worker.celery_app import FULFILL_TASK, SWEEP_TASK
+from worker.config import Settings
+
+__all__ = ["fulfill_reward", "sweep", "runtime"]
+
+log = logging.getLogger(__name__)
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime(task: Task) -> WorkerRuntime:
+    """This process's runtime, built on first use (after the prefork fork)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            settings: Settings = task.app.conf.rewardrelay_settings
+            _runtime = build_runtime(settings)
+        return _runtime
+
+
+@shared_task(name=FULFILL_TASK, bind=True, acks_late=True, ignore_result=True)
+def fulfill_reward(self: Task, unit_id: str) -> str:
+    """Fulfil one reward unit; safe to run any number of times."""
+    outcome = fulfil_unit(unit_id, runtime(self), task_id=self.request.id or "")
+    return outcome.action
+
+
+@shared_task(name=SWEEP_TASK, bind=True, ignore_result=True)
+def sweep(self: Task) -> dict[str, Any]:
+    """Beat's sweeper: re-publish outbox entries a relay left behind and every due unit."""
+    rt = runtime(self)
+    dispatcher = Dispatcher(
+        rt.redis,
+        rt.keys,
+        _publisher(self),
+        stale_after=rt.settings.unit_stale_seconds,
+        consumer="sweeper",
+    )
+    reclaimed = dispatcher.reclaim_outbox(min_idle_ms=10_000)
+    due = dispatcher.publish_due()
+    if reclaimed or due:
+        log.info("sweep published %d outbox entries and %d due units", reclaimed, due)
+    return {"reclaimed": reclaimed, "due": due}
+
+
+def _publisher(task: Task) -> Any:
+    app = task.app
+
+    def publish(unit_id: str) -> None:
+        app.send_task(FULFILL_TASK, args=[unit_id])
+
+    return publish

@@ -1,0 +1,164 @@
+"""Provider adapters: one call per attempt, turning a routed unit into a provider result.
+
+Each adapter owns the provider-specific sequence for one decision from the ledger:
+- SUBMIT: send the order under the unit's deterministic key;
+- LOOKUP: the previous attempt's outcome is unknown, so look the key up first and only
+  submit when the provider has never seen it;
+- FOLLOW: the provider accepted the order earlier; read it again.
+Errors are the typed ``ProviderError`` tree; the caller decides retry or dead letter.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tasks.providers.errors import PermanentProviderError
+from tasks.providers.if_match import update_with_if_match
+from tasks.providers.ifeelgoods import IfeelgoodsClient, Redemption
+from tasks.providers.rewardops import Order, RewardOpsClient
+from tasks.routing import Route
+from worker.stores.ledger import BeginDecision
+
+__all__ = ["Fulfiller", "ProviderResult", "ResultKind", "Recipient", "provider_key"]
+
+
+def provider_key(unit_id: str) -> str:
+    """The provider idempotency key for a unit: ``{event id}-{line}-{index}``.
+
+    Follows Ifeelgoods' suggested ``order_id`` scheme for multi-unit orders; the two
+    numeric suffixes make it injective, so distinct units never share a key.
+    """
+    event_id, line, index = unit_id.rsplit(":", 2)
+    return f"{event_id}-{line}-{index}"
+
+
+class ResultKind(enum.StrEnum):
+    DELIVERED = "delivered"  # codes or links in hand: the unit is fulfilled
+    ACCEPTED = "accepted"  # the provider holds the order; delivery still pending
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    kind: ResultKind
+    reference: str
+    codes: tuple[str, ...] = field(default=(), repr=False)
+    links: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    customer_id: str = ""
+    address: dict[str, Any] | None = None
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p) or self.email
+
+
+class Fulfiller(Protocol):
+    name: str
+
+    def fulfil(
+        self, key: str, route: Route, recipient: Recipient, decision: BeginDecision
+    ) -> ProviderResult: ...
+
+
+class IfeelgoodsFulfiller:
+    """Create-or-find the redemption by ``order_id``, then redeem it with If-Match."""
+
+    name = "ifeelgoods"
+
+    def __init__(self, client: IfeelgoodsClient) -> None:
+        self._client = client
+
+    def fulfil(
+        self, key: str, route: Route, recipient: Recipient, decision: BeginDecision
+    ) -> ProviderResult:
+        user = self._user(recipient)
+        redemption: Redemption | None = None
+        if decision is not BeginDecision.SUBMIT:
+            redemption = self._client.find_by_order_id(route.promotion_id, key)
+        if redemption is None:
+            redemption = self._client.create_redemption(route.promotion_id, key, user, route.sku)
+        if redemption.state != "redeemed":
+            redemption = update_with_if_match(
+                read=lambda: self._client.get_redemption(redemption.id),  # type: ignore[union-attr]
+                current=redemption,
+                decide=_redeem_decision,
+                write=lambda r: self._client.redeem(r.id, user, version=r.version),
+            )
+        return ProviderResult(
+            ResultKind.DELIVERED,
+            reference=redemption.id,
+            codes=tuple(code.reveal() for code in redemption.codes),
+            links=(redemption.url,) if redemption.url else (),
+        )
+
+    @staticmethod
+    def _user(recipient: Recipient) -> dict[str, Any]:
+        user: dict[str, Any] = {"email": recipient.email}
+        if recipient.first_name:
+            user["first_name"] = recipient.first_name
+        if recipient.last_name:
+            user["last_name"] = recipient.last_name
+        if recipient.address:
+            user["address"] = recipient.address
+        return user
+
+
+def _redeem_decision(redemption: Redemption) -> bool:
+    """Re-decide after a re-read: True = write (redeem), False = done (already redeemed)."""
+    if redemption.state == "redeemed":
+        return False
+    if redemption.state in ("pending", "booked"):
+        return True
+    raise PermanentProviderError("ifeelgoods", None, f"redemption-{redemption.state}")
+
+
+class RewardOpsFulfiller:
+    """Create the program order under ``program_order_id`` and follow it to delivery."""
+
+    name = "rewardops"
+
+    def __init__(self, client: RewardOpsClient) -> None:
+        self._client = client
+
+    def fulfil(
+        self, key: str, route: Route, recipient: Recipient, decision: BeginDecision
+    ) -> ProviderResult:
+        order: Order | None = None
+        if decision is not BeginDecision.SUBMIT:
+            order = self._client.get_order(route.program_id, key)
+        if order is None:
+            if decision is BeginDecision.FOLLOW:
+                raise PermanentProviderError("rewardops", 404, "accepted-order-vanished")
+            order = self._client.create_order(
+                route.program_id, key, self._member(recipient), route.item_order_token
+            )
+        return self._evaluate(order)
+
+    @staticmethod
+    def _evaluate(order: Order) -> ProviderResult:
+        if order.is_terminal_failure:
+            raise PermanentProviderError("rewardops", None, "order-item-rejected")
+        if order.is_delivered:
+            codes = tuple(code.reveal() for item in order.items for code in item.codes)
+            links = tuple(link for item in order.items for link in item.links)
+            return ProviderResult(ResultKind.DELIVERED, order.id, codes=codes, links=links)
+        return ProviderResult(ResultKind.ACCEPTED, order.id)
+
+    @staticmethod
+    def _member(recipient: Recipient) -> dict[str, Any]:
+        member: dict[str, Any] = {
+            "id": recipient.customer_id or recipient.email,
+            "full_name": recipient.full_name,
+            "email": recipient.email,
+        }
+        if recipient.address:
+            member["address"] = recipient.address
+        return member

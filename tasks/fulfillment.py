@@ -1,0 +1,281 @@
+"""Fulfilment of one reward unit: the plain function every delivery of a task calls.
+
+ledger.begin            terminal / busy / early → nothing to do (redelivery is harmless)
+route (rules)           no rule → UNROUTABLE (+ dead letter, visible, replayable)
+provider adapter        deterministic key; LOOKUP before any resubmit
+  delivered             → FULFILLED (codes stored, never logged)
+  accepted              → AWAITING_DELIVERY, followed up by the scheduler
+  rate limited / transient → RETRYING at backoff (≥ Retry-After), bounded
+  unknown outcome       → UNKNOWN at backoff; the next attempt looks up first
+  permanent / exhausted → DEAD_LETTERED (+ one Sentry event)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.fulfillers import ProviderResult, Recipient, ResultKind, provider_key
+from tasks.providers.errors import (
+    PermanentProviderError,
+    ProviderError,
+    RateLimitedError,
+    UnknownOutcomeError,
+)
+from tasks.runtime import WorkerRuntime
+from worker import observability
+from worker.stores.ledger import AttemptRecord, BeginDecision
+from worker.stores.models import Unit, UnitState
+
+__all__ = ["fulfil_unit", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call did, for logs, metrics and tests."""
+
+    unit_id: str
+    action: str  # skipped-<decision> | fulfilled | awaiting | retrying | unknown | dead_lettered...
+    state: str = ""
+
+
+def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcome:
+    """Run one attempt for ``unit_id``; every exit leaves the ledger consistent."""
+    started = time.time()
+    begin = rt.ledger.begin(unit_id, now=started, lease_seconds=rt.settings.task_lease_seconds)
+    if not begin.decision.proceeds:
+        return Outcome(unit_id, f"skipped-{begin.decision.value}", begin.previous_state)
+    unit = rt.ledger.get(unit_id)
+    assert unit is not None  # begin() saw it
+    attempt = _Attempt(rt, unit, begin.attempt, begin.decision, started, task_id)
+
+    route = rt.rules.route(unit.source, unit.event_type, unit.match)
+    if route is None:
+        return attempt.unroutable()
+    recipient = _recipient(rt, unit)
+    if recipient is None:
+        return attempt.dead_letter("missing-recipient", route.provider, route.product, None)
+    key = provider_key(unit_id)
+    with observability.unit_context(unit, provider=route.provider, task_id=task_id):
+        try:
+            result = rt.fulfiller(route.provider).fulfil(key, route, recipient, begin.decision)
+        except RateLimitedError as exc:
+            return attempt.retry(UnitState.RETRYING, exc, route.to_dict(), exc.retry_after)
+        except UnknownOutcomeError as exc:
+            return attempt.retry(UnitState.UNKNOWN, exc, route.to_dict(), None)
+        except PermanentProviderError as exc:
+            return attempt.dead_letter(exc.reason, route.provider, route.product, exc)
+        except ProviderError as exc:  # transient (and anything else typed as retryable)
+            return attempt.retry(UnitState.RETRYING, exc, route.to_dict(), None)
+        except Exception as exc:
+            # A bug or an unexpected library error after we may have sent the order: treat
+            # the outcome as unknown so the next attempt looks the key up first.
+            log.exception("unexpected error fulfilling a unit", extra={"unit_id": unit_id})
+            return attempt.retry(UnitState.UNKNOWN, exc, route.to_dict(), None)
+        return attempt.succeeded(result, route.to_dict())
+
+
+def _recipient(rt: WorkerRuntime, unit: Unit) -> Recipient | None:
+    event = rt.inbox.get(unit.event_id)
+    if event is None:
+        return None
+    data: dict[str, Any] = dict(event.body.get("data") or {})  # type: ignore[call-overload]
+    person = data.get("recipient") or data.get("customer") or {}
+    email = person.get("email")
+    if not email:
+        return None
+    return Recipient(
+        email=str(email),
+        first_name=str(person.get("first_name") or ""),
+        last_name=str(person.get("last_name") or ""),
+        customer_id=str(person.get("id") or ""),
+        address=person.get("address") or None,
+    )
+
+
+class _Attempt:
+    """Closes one attempt in the ledger with the right state, record and schedule."""
+
+    def __init__(
+        self,
+        rt: WorkerRuntime,
+        unit: Unit,
+        number: int,
+        decision: BeginDecision,
+        started: float,
+        task_id: str,
+    ) -> None:
+        self.rt, self.unit, self.number = rt, unit, number
+        self.decision, self.started, self.task_id = decision, started, task_id
+
+    def _record(self, outcome: str, error: BaseException | None = None) -> AttemptRecord:
+        now = time.time()
+        return AttemptRecord(
+            attempt=self.number,
+            at=round(self.started, 3),
+            mode=self.decision.value,
+            outcome=outcome,
+            duration_ms=int((now - self.started) * 1000),
+            error_type=type(error).__name__ if error else "",
+            reason=getattr(error, "reason", "unexpected") if error else "",
+            status_code=getattr(error, "status_code", None) if error else None,
+            task_id=self.task_id,
+        )
+
+    def succeeded(self, result: ProviderResult, route: dict[str, Any]) -> Outcome:
+        now = time.time()
+        fields: dict[str, str | float | int] = {
+            "provider": route["provider"],
+            "route": json.dumps(route),
+            "provider_ref": result.reference,
+        }
+        if result.kind is ResultKind.ACCEPTED:
+            next_at = now + self.rt.settings.delivery_poll_seconds
+            if self.rt.retry.exhausted(
+                self.rt.ledger.round_attempts(self.unit.id), self._first_attempt_at(), next_at
+            ):
+                return self.dead_letter(
+                    "delivery-timeout", route["provider"], _product(route), None
+                )
+            fields["next_attempt_at"] = next_at
+            self._finish(UnitState.AWAITING_DELIVERY, "awaiting", fields, next_at)
+            return Outcome(self.unit.id, "awaiting", UnitState.AWAITING_DELIVERY)
+        fields["codes"] = json.dumps(list(result.codes))
+        fields["links"] = json.dumps(list(result.links))
+        fields["fulfilled_at"] = now
+        self._finish(UnitState.FULFILLED, "fulfilled", fields, None)
+        observability.unit_event(
+            "unit fulfilled",
+            self.unit,
+            provider=route["provider"],
+            provider_ref=result.reference,
+            task_id=self.task_id,
+        )
+        return Outcome(self.unit.id, "fulfilled", UnitState.FULFILLED)
+
+    def retry(
+        self,
+        state: UnitState,
+        error: BaseException,
+        route: dict[str, Any],
+        retry_after: float | None,
+    ) -> Outcome:
+        rounds = self.rt.ledger.round_attempts(self.unit.id)
+        delay = self.rt.retry.delay(rounds, retry_after)
+        retry_at = time.time() + delay
+        if self.rt.retry.exhausted(rounds, self._first_attempt_at(), retry_at):
+            return self.dead_letter("retries-exhausted", route["provider"], _product(route), error)
+        fields: dict[str, str | float | int] = {
+            "provider": route["provider"],
+            "route": json.dumps(route),
+            "next_attempt_at": retry_at,
+            "last_error": json.dumps(_error_summary(error)),
+        }
+        outcome = "unknown" if state is UnitState.UNKNOWN else "retry"
+        self._finish(state, outcome, fields, retry_at, error=error)
+        return Outcome(self.unit.id, outcome, state)
+
+    def unroutable(self) -> Outcome:
+        now = time.time()
+        record = self._record("unroutable")
+        letter = self._letter("unroutable", "", "", None, now)
+        self.rt.ledger.finish(
+            self.unit.id,
+            self.number,
+            UnitState.UNROUTABLE,
+            record,
+            now=now,
+            next_check_at=None,
+            index=self.rt.keys.unroutable,
+            dead_letter=letter,
+        )
+        observability.unit_event(
+            "unit unroutable", self.unit, level=logging.WARNING, task_id=self.task_id
+        )
+        return Outcome(self.unit.id, "unroutable", UnitState.UNROUTABLE)
+
+    def dead_letter(
+        self, reason: str, provider: str, product: str, error: BaseException | None
+    ) -> Outcome:
+        now = time.time()
+        letter = self._letter(reason, provider, product, error, now)
+        fields: dict[str, str | float | int] = {
+            "provider": provider,
+            "dead_letter_id": self.unit.id,
+            "last_error": json.dumps(_error_summary(error) if error else {"reason": reason}),
+        }
+        done = self.rt.ledger.finish(
+            self.unit.id,
+            self.number,
+            UnitState.DEAD_LETTERED,
+            self._record("dead_letter", error),
+            now=now,
+            next_check_at=None,
+            fields=fields,
+            dead_letter=letter,
+        )
+        if done:
+            observability.report_dead_letter(self.unit, reason, provider, error)
+        return Outcome(self.unit.id, "dead_lettered", UnitState.DEAD_LETTERED)
+
+    def _letter(
+        self, reason: str, provider: str, product: str, error: BaseException | None, now: float
+    ) -> dict[str, str | float | int]:
+        summary = _error_summary(error) if error else {}
+        return {
+            "id": self.unit.id,
+            "event_id": self.unit.event_id,
+            "source": self.unit.source,
+            "provider": provider,
+            "product": product,
+            "reason": reason,
+            "error_type": summary.get("type", ""),
+            "status_code": summary.get("status_code") or "",
+            "detail": summary.get("reason", reason),
+            "attempts": self.number,
+            "created_at": now,
+            "status": "waiting",
+        }
+
+    def _finish(
+        self,
+        state: UnitState,
+        outcome: str,
+        fields: dict[str, str | float | int],
+        next_check_at: float | None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.rt.ledger.finish(
+            self.unit.id,
+            self.number,
+            state,
+            self._record(outcome, error),
+            now=time.time(),
+            next_check_at=next_check_at,
+            fields=fields,
+        )
+
+    def _first_attempt_at(self) -> float:
+        return float(self.rt.ledger.field(self.unit.id, "first_attempt_at") or self.started)
+
+
+def _product(route: dict[str, Any]) -> str:
+    if route["provider"] == "ifeelgoods":
+        return f"{route['promotion_id']}/{route['sku']}"
+    return f"{route['program_id']}/{route['item_order_token']}"
+
+
+def _error_summary(error: BaseException | None) -> dict[str, Any]:
+    """Redacted: type, metric-safe reason and status only, never the message."""
+    if error is None:
+        return {}
+    return {
+        "type": type(error).__name__,
+        "reason": getattr(error, "reason", "unexpected"),
+        "status_code": getattr(error, "status_code", None),
+    }

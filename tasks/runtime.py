@@ -1,0 +1,86 @@
+"""Per-process worker runtime: stores, rules and provider clients, built once after fork."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from tasks.fulfillers import Fulfiller, IfeelgoodsFulfiller, RewardOpsFulfiller
+from tasks.providers.ifeelgoods import IfeelgoodsClient
+from tasks.providers.rewardops import RewardOpsClient
+from tasks.retry import RetryPolicy
+from tasks.routing import Rules, load_rules
+from worker.config import Settings
+from worker.stores.dead_letters import DeadLetters
+from worker.stores.inbox import Inbox
+from worker.stores.keys import Keys
+from worker.stores.ledger import Ledger
+
+__all__ = ["WorkerRuntime", "build_runtime"]
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    redis: redis.Redis
+    keys: Keys
+    inbox: Inbox
+    ledger: Ledger
+    dead_letters: DeadLetters
+    rules: Rules
+    retry: RetryPolicy
+    fulfiller_factories: dict[str, Callable[[], Fulfiller]]
+    _fulfillers: dict[str, Fulfiller] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fulfiller(self, provider: str) -> Fulfiller:
+        """The provider adapter, created on first use so each process owns its client."""
+        with self._lock:
+            if provider not in self._fulfillers:
+                self._fulfillers[provider] = self.fulfiller_factories[provider]()
+            return self._fulfillers[provider]
+
+
+def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRuntime:
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )
+    keys = Keys(settings.key_prefix)
+    timeout = settings.provider_timeout_seconds
+    factories: dict[str, Callable[[], Fulfiller]] = {
+        "ifeelgoods": functools.partial(
+            lambda: IfeelgoodsFulfiller(
+                IfeelgoodsClient(
+                    settings.ifeelgoods_base_url,
+                    settings.ifeelgoods_api_key,
+                    settings.ifeelgoods_api_secret,
+                    timeout=timeout,
+                )
+            )
+        ),
+        "rewardops": functools.partial(
+            lambda: RewardOpsFulfiller(
+                RewardOpsClient(
+                    settings.rewardops_base_url,
+                    settings.rewardops_client_id,
+                    settings.rewardops_client_secret,
+                    timeout=timeout,
+                )
+            )
+        ),
+    }
+    return WorkerRuntime(
+        settings=settings,
+        redis=client,
+        keys=keys,
+        inbox=Inbox(client, keys),
+        ledger=Ledger(client, keys),
+        dead_letters=DeadLetters(client, keys),
+        rules=rules if rules is not None else load_rules(settings.rules_file),
+        retry=RetryPolicy.from_settings(settings),
+        fulfiller_factories=factories,
+    )

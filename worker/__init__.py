@@ -1,0 +1,1 @@
+"""Celery app, settings, observability and the stores shared by web and worker."""

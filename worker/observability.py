@@ -1,0 +1,184 @@
+"""Observability shared by web and worker: logging, log context, Sentry.
+
+Log lines about a unit carry its event id, unit key, task id, provider and provider
+reference (as ``extra`` fields, rendered by the JSON formatter), never codes, tokens or
+personal data. Sentry is initialised in both processes when ``SENTRY_DSN`` is set; a
+dead letter raises exactly one Sentry event (retries are control flow, not errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import sentry_sdk
+
+from worker.config import Settings
+from worker.stores.models import Unit
+
+__all__ = [
+    "configure_logging",
+    "init_sentry",
+    "unit_context",
+    "unit_event",
+    "report_dead_letter",
+    "scrub",
+]
+
+log = logging.getLogger("rewardrelay")
+_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("rr_log_context")
+CONTEXT_FIELDS = ("event_id", "unit_id", "task_id", "provider", "provider_ref", "source")
+_SECRET_PATTERNS = [
+    re.compile(r"whsec_[A-Za-z0-9+/=]+"),
+    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(
+        r"(?i)(api-secret|api_secret|client_secret|access_token|password)([\"':= ]+)[^\s\"',&]+"
+    ),
+]
+
+
+def scrub(text: str) -> str:
+    """Blank out anything shaped like a secret or token in free text."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(0)[: min(len(m.group(0)), 7)] + "***", text)
+    return text
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _CONTEXT.get({}).items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": scrub(record.getMessage()),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value:
+                payload[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            payload["error_type"] = record.exc_info[0].__name__
+        return json.dumps(payload, sort_keys=True)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = scrub(super().format(record))
+        context = " ".join(
+            f"{name}={getattr(record, name)}"
+            for name in CONTEXT_FIELDS
+            if getattr(record, name, None)
+        )
+        return f"{base} {context}".rstrip()
+
+
+def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
+    """Install one stderr handler with the chosen format on the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # httpx logs every request URL at INFO; our URLs hold no secrets, but keep it quiet.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def unit_context(unit: Unit, *, provider: str = "", task_id: str = "") -> Iterator[None]:
+    """Attach the unit's ids to every log line and Sentry scope inside the block."""
+    values = {
+        "event_id": unit.event_id,
+        "unit_id": unit.id,
+        "source": unit.source,
+        "provider": provider,
+        "task_id": task_id,
+    }
+    token = _CONTEXT.set({k: v for k, v in values.items() if v})
+    try:
+        with sentry_sdk.new_scope() as scope:
+            for name, value in values.items():
+                if value:
+                    scope.set_tag(name, value)
+            yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def unit_event(message: str, unit: Unit, *, level: int = logging.INFO, **fields: str) -> None:
+    extra = {"event_id": unit.event_id, "unit_id": unit.id, "source": unit.source}
+    extra.update({k: v for k, v in fields.items() if v})
+    log.log(level, message, extra=extra)
+
+
+def report_dead_letter(unit: Unit, reason: str, provider: str, error: BaseException | None) -> None:
+    """Log the dead letter and send exactly one Sentry event for it (no codes, no PII)."""
+    unit_event(f"unit dead-lettered: {reason}", unit, level=logging.ERROR, provider=provider)
+    if not sentry_sdk.get_client().is_active():
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("event_id", unit.event_id)
+        scope.set_tag("unit_id", unit.id)
+        scope.set_tag("provider", provider or "none")
+        scope.set_tag("reason", reason)
+        scope.set_context(
+            "dead_letter",
+            {
+                "error_type": type(error).__name__ if error else None,
+                "status_code": getattr(error, "status_code", None),
+            },
+        )
+        scope.fingerprint = ["dead-letter", provider or "none", reason]
+        sentry_sdk.capture_message(f"Reward unit dead-lettered: {reason}", level="error")
+
+
+def _before_send(event: Any, hint: Any) -> Any:
+    """Last line of defence: scrub secrets from messages and drop request bodies."""
+    request = event.get("request")
+    if isinstance(request, dict):
+        request.pop("data", None)
+        request.pop("cookies", None)
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            for name in list(headers):
+                if name.lower() in ("authorization", "webhook-signature", "api-secret", "cookie"):
+                    headers[name] = "[Filtered]"
+    for entry in (event.get("logentry"), event):
+        if isinstance(entry, dict) and isinstance(entry.get("message"), str):
+            entry["message"] = scrub(entry["message"])
+    return event
+
+
+def init_sentry(settings: Settings, *, component: str) -> bool:
+    """Initialise sentry-sdk when SENTRY_DSN is set; True if it was."""
+    if not settings.sentry_dsn:
+        return False
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn,
+        send_default_pii=False,
+        include_local_variables=False,
+        max_request_body_size="never",
+        before_send=_before_send,
+        traces_sample_rate=0.0,
+        server_name=component,
+    )
+    sentry_sdk.set_tag("component", component)
+    return True

@@ -1,0 +1,233 @@
+"""Ledger: one entry per reward unit, moved between states by atomic Lua transitions.
+
+``begin`` is the only way into SUBMITTING and hands out a fenced attempt number: two
+deliveries of the same unit can never both hold it, and a late finisher whose lease was
+taken over cannot overwrite the newer attempt. Every non-terminal unit sits in the
+``live`` sorted set scored by when it next needs attention, which is what the scheduler
+sweeps: due retries, deliveries to follow up, and units whose task message was lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.stores.codec import text, text_map
+from worker.stores.keys import Keys
+from worker.stores.models import Unit, UnitState
+
+__all__ = ["Ledger", "Begin", "BeginDecision", "AttemptRecord"]
+
+_BEGIN = """
+local unit, live = KEYS[1], KEYS[2]
+local uid, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local h = redis.call('HMGET', unit, 'state', 'lease_until', 'next_attempt_at', 'first_attempt_at')
+local state = h[1]
+if not state then return {'missing', '0', ''} end
+if state == 'fulfilled' or state == 'dead_lettered' or state == 'unroutable'
+   or state == 'ignored' then
+  return {'terminal', '0', state}
+end
+if state == 'submitting' and tonumber(h[2] or '0') > now then return {'busy', '0', state} end
+if (state == 'retrying' or state == 'unknown' or state == 'awaiting_delivery')
+   and tonumber(h[3] or '0') > now + 0.05 then
+  return {'early', '0', state}
+end
+local mode = 'submit'
+if state == 'submitting' or state == 'unknown' then mode = 'lookup'
+elseif state == 'awaiting_delivery' then mode = 'follow' end
+local attempt = redis.call('HINCRBY', unit, 'attempts', 1)
+redis.call('HINCRBY', unit, 'round_attempts', 1)
+redis.call('HSET', unit, 'state', 'submitting', 'lease_until', now + lease,
+  'updated_at', now, 'mode', mode)
+if not h[4] or h[4] == '' or h[4] == '0' then
+  redis.call('HSET', unit, 'first_attempt_at', now)
+end
+redis.call('ZADD', live, now + lease, uid)
+return {mode, tostring(attempt), state}
+"""
+
+# Fenced: only the holder of the current attempt number may finish it.
+_FINISH = """
+local unit, live, attempts_list, extra_index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local uid, attempt, new_state, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local live_score, record = ARGV[5], ARGV[6]
+local cur = redis.call('HMGET', unit, 'attempts', 'state')
+if cur[1] ~= attempt or cur[2] ~= 'submitting' then return 0 end
+redis.call('HSET', unit, 'state', new_state, 'updated_at', now)
+redis.call('HDEL', unit, 'lease_until')
+local n = tonumber(ARGV[7])
+for i = 1, n do
+  redis.call('HSET', unit, ARGV[6 + 2 * i], ARGV[7 + 2 * i])
+end
+redis.call('RPUSH', attempts_list, record)
+if live_score == '' then
+  redis.call('ZREM', live, uid)
+else
+  redis.call('ZADD', live, live_score, uid)
+end
+if extra_index ~= '' and extra_index ~= live then
+  redis.call('ZADD', extra_index, now, uid)
+end
+local base = 8 + 2 * n
+local m = tonumber(ARGV[base] or '0')
+if m > 0 then
+  for i = 1, m do
+    redis.call('HSET', KEYS[5], ARGV[base - 1 + 2 * i], ARGV[base + 2 * i])
+  end
+  redis.call('HINCRBY', KEYS[5], 'times', 1)
+  redis.call('ZADD', KEYS[6], now, uid)
+end
+return 1
+"""
+
+
+class BeginDecision(enum.StrEnum):
+    SUBMIT = "submit"  # first contact: send the order with the unit's key
+    LOOKUP = "lookup"  # outcome unknown: look the key up at the provider first
+    FOLLOW = "follow"  # provider accepted: poll the order until delivered
+    MISSING = "missing"
+    TERMINAL = "terminal"
+    BUSY = "busy"  # another delivery holds an unexpired lease
+    EARLY = "early"  # a retry is scheduled later than now
+
+    @property
+    def proceeds(self) -> bool:
+        return self in (BeginDecision.SUBMIT, BeginDecision.LOOKUP, BeginDecision.FOLLOW)
+
+
+@dataclass(frozen=True)
+class Begin:
+    decision: BeginDecision
+    attempt: int
+    previous_state: str
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt in a unit's history. Holds only redacted, metric-safe facts."""
+
+    attempt: int
+    at: float
+    mode: str
+    outcome: str
+    duration_ms: int = 0
+    error_type: str = ""
+    reason: str = ""
+    status_code: int | None = None
+    task_id: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+class Ledger:
+    """The per-unit record of what happened and what happens next."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._redis = client
+        self._keys = keys
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
+
+    def begin(self, unit_id: str, *, now: float, lease_seconds: float) -> Begin:
+        """Try to take the unit for one attempt (atomic; see module docstring)."""
+        mode, attempt, previous = self._begin(
+            keys=[self._keys.unit(unit_id), self._keys.live], args=[unit_id, now, lease_seconds]
+        )
+        return Begin(BeginDecision(text(mode)), int(text(attempt)), text(previous))
+
+    def finish(
+        self,
+        unit_id: str,
+        attempt: int,
+        state: UnitState,
+        record: AttemptRecord,
+        *,
+        now: float,
+        next_check_at: float | None,
+        fields: Mapping[str, str | float | int] | None = None,
+        index: str = "",
+        dead_letter: Mapping[str, str | float | int] | None = None,
+    ) -> bool:
+        """Close the current attempt; False when the attempt was superseded (fenced out).
+
+        ``next_check_at`` is when the scheduler should look at the unit again; ``None``
+        removes it from the live set (terminal states). ``dead_letter`` fields, when
+        given, are written to the unit's dead letter in the same atomic step.
+        """
+        pairs: list[str | float | int] = []
+        for name, value in (fields or {}).items():
+            pairs += [name, value]
+        letter: list[str | float | int] = []
+        for name, value in (dead_letter or {}).items():
+            letter += [name, value]
+        done = self._finish(
+            keys=[
+                self._keys.unit(unit_id),
+                self._keys.live,
+                self._keys.attempts(unit_id),
+                index or self._keys.live,
+                self._keys.dead_letter(unit_id),
+                self._keys.dead_letters,
+            ],
+            args=[
+                unit_id,
+                attempt,
+                state.value,
+                now,
+                "" if next_check_at is None else next_check_at,
+                record.to_json(),
+                len(pairs) // 2,
+                *pairs,
+                len(letter) // 2,
+                *letter,
+            ],
+        )
+        return bool(done)
+
+    def get(self, unit_id: str) -> Unit | None:
+        raw = self._redis.hgetall(self._keys.unit(unit_id))
+        if not raw:
+            return None
+        return Unit.from_hash(unit_id, text_map(raw))
+
+    def get_many(self, unit_ids: Iterable[str]) -> list[Unit]:
+        ids = list(unit_ids)
+        pipe = self._redis.pipeline(transaction=False)
+        for uid in ids:
+            pipe.hgetall(self._keys.unit(uid))
+        units = []
+        for uid, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                units.append(Unit.from_hash(uid, text_map(raw)))
+        return units
+
+    def field(self, unit_id: str, name: str) -> str | None:
+        value = self._redis.hget(self._keys.unit(unit_id), name)
+        return None if value is None else text(value)
+
+    def round_attempts(self, unit_id: str) -> int:
+        return int(self.field(unit_id, "round_attempts") or 0)
+
+    def attempts(self, unit_id: str) -> list[dict[str, Any]]:
+        raw = self._redis.lrange(self._keys.attempts(unit_id), 0, -1)
+        return [json.loads(item) for item in raw]
+
+    def codes(self, unit_id: str) -> list[str]:
+        """The issued reward codes. Callers must mask them before showing anything."""
+        raw = self.field(unit_id, "codes")
+        return list(json.loads(raw)) if raw else []
+
+    def live_count(self) -> int:
+        return int(self._redis.zcard(self._keys.live))
+
+    def due(self, now: float | None = None, limit: int = 100) -> list[str]:
+        now = time.time() if now is None else now
+        return [text(v) for v in self._redis.zrangebyscore(self._keys.live, "-inf", now, 0, limit)]
