@@ -1,0 +1,84 @@
+"""The HTTP edge: verify, validate, dedupe and persist events; probes; the admin API.
+
+``create_app`` is the only entry point; gunicorn runs ``gunicorn "webhooks:create_app()"``
+(settings from the environment). The edge never calls a provider and never publishes a
+task: ``Inbox.accept`` writes the event, its units and the outbox entries atomically, and
+the relay publishes from the outbox.
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask
+
+from tasks.routing import load_rules
+from webhooks.context import EXTENSION_KEY, EdgeContext, edge_context
+from webhooks.errors import register_error_handlers
+from webhooks.signatures import decode_secret
+from worker.celery_app import make_celery
+from worker.config import Settings, SettingsError
+from worker.stores.inbox import Inbox
+from worker.stores.keys import Keys
+
+__all__ = ["create_app", "EdgeContext", "edge_context", "REDIS_TIMEOUT_SECONDS"]
+
+# Socket timeouts for the edge's Redis: a request fails fast (503) rather than hanging a
+# gunicorn thread when Redis stalls.
+REDIS_TIMEOUT_SECONDS = 1.5
+REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the receiver app from ``settings`` (``Settings.from_env()`` when None).
+
+    No connection is made here: Redis and the broker are reached on first use.
+
+    Raises:
+        SettingsError: a required setting is missing or a secret is not valid base64.
+        RulesError: the routing rules file is invalid.
+    """
+    settings = settings or Settings.from_env()
+    settings.require("REDIS_URL", "CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS", "ADMIN_TOKEN")
+    _check_secrets("CONIQ_WEBHOOK_SECRETS", settings.coniq_webhook_secrets)
+    _check_secrets("EVENT_SECRETS", settings.event_secrets)
+    rules = load_rules(settings.rules_file)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+        # Fail the request rather than retrying inside it: the sender retries on 503.
+        retry_on_timeout=False,
+    )
+    keys = Keys(settings.key_prefix)
+    context = EdgeContext(
+        settings=settings,
+        redis=client,
+        keys=keys,
+        inbox=Inbox(client, keys),
+        rules=rules,
+        celery=make_celery(settings),
+    )
+
+    app = Flask(__name__)
+    app.extensions[EXTENSION_KEY] = context
+    # Ingest reads the body itself (with its own cap); this caps everything else.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    # Imported here, after this package is initialised: blueprint modules (admin's in
+    # particular) may import names from ``webhooks`` itself.
+    from webhooks import admin, health, ingest, openapi
+
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(admin.bp)
+    register_error_handlers(app)
+    return app
+
+
+def _check_secrets(variable: str, secrets: tuple[str, ...]) -> None:
+    for position, secret in enumerate(secrets, start=1):
+        try:
+            decode_secret(secret)
+        except ValueError as exc:
+            raise SettingsError(variable, f"secret #{position}: {exc}") from None

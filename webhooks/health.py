@@ -1,0 +1,73 @@
+"""Liveness and readiness probes.
+
+``/healthz`` answers while the process can serve requests (no I/O, so a slow Redis never
+gets a healthy process restarted). ``/readyz`` checks what ingest needs: the store (Redis
+PING) and the broker the relay publishes to, each with a short timeout, and names what is
+down, so a load balancer can take this instance out of rotation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint, Response, jsonify
+
+from webhooks.context import edge_context
+from webhooks.errors import ProblemError
+
+__all__ = ["bp", "BROKER_CHECK_TIMEOUT_SECONDS"]
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+# Longest the readiness probe waits for the broker (probes usually time out at 5 s).
+BROKER_CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """200 ``{"redis": "ok", "broker": "ok"}``, or 503 ``not-ready`` naming what is down."""
+    checks = {"redis": _redis_status(), "broker": _broker_status()}
+    down = sorted(name for name, status in checks.items() if status != "ok")
+    if down:
+        raise ProblemError(
+            503,
+            "not-ready",
+            f"Unavailable: {', '.join(down)}.",
+            errors=checks,
+            headers={"Retry-After": "5"},
+        )
+    return jsonify(checks)
+
+
+def _redis_status() -> str:
+    try:
+        edge_context().redis.ping()
+    except redis.RedisError as exc:
+        log.warning("readiness: redis %s", type(exc).__name__)
+        return "unavailable"
+    return "ok"
+
+
+def _broker_status() -> str:
+    celery = edge_context().celery
+    try:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(
+                max_retries=1,
+                interval_start=0,
+                interval_step=0,
+                timeout=BROKER_CHECK_TIMEOUT_SECONDS,
+            )
+    # Kombu raises transport-specific errors (OperationalError, socket errors, redis
+    # errors); every one of them means the same thing here: the broker is not usable.
+    except Exception as exc:  # noqa: BLE001
+        log.warning("readiness: broker %s", type(exc).__name__)
+        return "unavailable"
+    return "ok"

@@ -1,0 +1,217 @@
+"""The ingest endpoints: ``POST /webhooks/coniq`` and ``POST /events``.
+
+```
+1 read raw body (size cap), require JSON  → 413 / 415
+2 verify signature + timestamp            → 401
+3 parse + validate                        → 400 / 422 (field errors, id mismatch)
+4+5 one atomic inbox write (claim id, store event + units, append to the outbox)
+                                          → 200 duplicate | 422 id-conflict | 503
+6 202 {"status": "accepted", "id": ...}
+```
+
+The edge never talks to the broker: once ``Inbox.accept`` returns, the event is durable
+and the relay publishes its units from the outbox stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import ValidationError
+
+from webhooks.context import edge_context
+from webhooks.errors import ProblemError
+from webhooks.schemas import load_event
+from webhooks.signatures import SignatureError, verify
+from webhooks.units import canonical_json, fingerprint, units_for
+from worker.stores.inbox import InboxOutcome
+
+__all__ = ["bp", "MAX_JSON_DEPTH", "RETRY_AFTER_SECONDS"]
+
+log = logging.getLogger(__name__)
+bp = Blueprint("ingest", __name__)
+
+# Deepest JSON nesting accepted: deeper documents are abuse and would risk RecursionError.
+MAX_JSON_DEPTH = 32
+# How long a sender should wait before retrying when the store is unavailable.
+RETRY_AFTER_SECONDS = 5
+JSON_MIMETYPE = "application/json"
+SIGNATURE_HEADER_NAMES = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+@bp.post("/webhooks/coniq")
+def receive_coniq() -> tuple[Response, int]:
+    """Coniq loyalty webhooks, signed with a ``CONIQ_WEBHOOK_SECRETS`` secret."""
+    return _ingest("coniq", edge_context().settings.coniq_webhook_secrets)
+
+
+@bp.post("/events")
+def receive_event() -> tuple[Response, int]:
+    """Internal reward events, signed with an ``EVENT_SECRETS`` secret."""
+    return _ingest("internal", edge_context().settings.event_secrets)
+
+
+def _ingest(source: str, secrets: Sequence[str]) -> tuple[Response, int]:
+    ctx = edge_context()
+    settings = ctx.settings
+    raw = _read_body(settings.max_body_bytes)
+    try:
+        meta = verify(
+            raw, _signature_headers(), secrets, tolerance=settings.webhook_tolerance_seconds
+        )
+    except SignatureError as exc:
+        raise ProblemError(401, exc.problem_type, exc.detail) from None
+    document = _parse_json(raw)
+    try:
+        event = load_event(source, document)
+    except ValidationError as exc:
+        raise ProblemError(
+            422,
+            "validation-failed",
+            "The event does not match the schema; see errors.",
+            errors=_string_keys(exc.messages),
+        ) from None
+    if event.id != meta.id:
+        raise ProblemError(422, "id-mismatch", "webhook-id must equal the event's id.")
+    units = units_for(source, event, ctx.rules)
+    body = canonical_json(document)
+    try:
+        outcome = ctx.inbox.accept(
+            event_id=event.id,
+            source=source,
+            event_type=event.type,
+            fingerprint=fingerprint(body),
+            body=body,
+            units=units,
+            now=time.time(),
+            stale_after=settings.unit_stale_seconds,
+        )
+    except redis.RedisError as exc:
+        log.warning("inbox unavailable (%s); asked the sender to retry", type(exc).__name__)
+        raise ProblemError(
+            503,
+            "store-unavailable",
+            "The event store is unavailable; nothing was recorded. Retry later.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
+    log.info(
+        "event %s source=%s type=%s units=%d outcome=%s",
+        event.id,
+        source,
+        event.type,
+        len(units),
+        outcome.value,
+    )
+    if outcome is InboxOutcome.CONFLICT:
+        raise ProblemError(
+            422,
+            "id-conflict",
+            "This event id was already received with a different body or source.",
+        )
+    if outcome is InboxOutcome.DUPLICATE:
+        return jsonify(status="duplicate", id=event.id), 200
+    # ACCEPTED, or PENDING: seen before but not yet published, so the sender's retry is
+    # answered exactly like the first delivery.
+    response = jsonify(status="accepted", id=event.id)
+    response.headers["Location"] = f"/fulfillments/{event.id}"
+    return response, 202
+
+
+def _read_body(limit: int) -> bytes:
+    """The raw body, at most ``limit`` bytes, of a JSON request.
+
+    Raises:
+        ProblemError: 413 over the limit (declared or actual), 415 not JSON.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    if request.mimetype != JSON_MIMETYPE:
+        raise ProblemError(415, "unsupported-media-type", f"Content-Type must be {JSON_MIMETYPE}.")
+    # Read one byte past the limit so a body without (or with a lying) Content-Length is
+    # still caught without buffering more than that.
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _too_large(limit)
+    return raw
+
+
+def _signature_headers() -> dict[str, str]:
+    """The Standard Webhooks headers (werkzeug's Headers is not a ``Mapping``)."""
+    return {
+        name: value
+        for name in SIGNATURE_HEADER_NAMES
+        if (value := request.headers.get(name)) is not None
+    }
+
+
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "payload-too-large", f"The body must be at most {limit} bytes.")
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("duplicate object key")
+    return document
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting.
+
+    Raises:
+        ProblemError: 400 ``malformed-json``.
+    """
+    try:
+        document = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeError too
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ProblemError(
+            400, "malformed-json", f"The body is not valid JSON: {reason}."
+        ) from None
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise ProblemError(
+            400, "malformed-json", f"The body nests deeper than {MAX_JSON_DEPTH} levels."
+        )
+    return document
+
+
+def _depth(document: Any) -> int:
+    """Nesting depth of a parsed JSON document, without recursion."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: list[Any] = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _string_keys(messages: Any) -> Any:
+    """Marshmallow keys list errors by int; JSON (and sorted dumps) want strings."""
+    if isinstance(messages, dict):
+        return {str(key): _string_keys(value) for key, value in messages.items()}
+    if isinstance(messages, list):
+        return [_string_keys(value) for value in messages]
+    return messages
