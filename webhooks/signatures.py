@@ -76,8 +76,10 @@ def decode_secret(secret: str) -> bytes:
     encoded = secret.removeprefix(SECRET_PREFIX)
     if not encoded:
         raise ValueError("empty webhook secret")
+    # Like the reference implementation, accept secrets whose base64 padding was dropped.
+    padded = encoded + "=" * (-len(encoded) % 4)
     try:
-        key = base64.b64decode(encoded, validate=True)
+        key = base64.b64decode(padded, validate=True)
     except binascii.Error as exc:
         raise ValueError("webhook secret is not valid base64") from exc
     if not key:

@@ -123,17 +123,17 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture(name="signed_post")
+@pytest.fixture(name="signed_post", scope="session")
 def signed_post_fixture() -> Any:
     """``signed_post`` as a fixture, so test modules need not import this conftest."""
     return signed_post
 
 
-@pytest.fixture(name="coniq_event")
+@pytest.fixture(name="coniq_event", scope="session")
 def coniq_event_fixture() -> Any:
     return coniq_event
 
 
-@pytest.fixture(name="internal_event")
+@pytest.fixture(name="internal_event", scope="session")
 def internal_event_fixture() -> Any:
     return internal_event
