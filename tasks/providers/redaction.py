@@ -1,0 +1,93 @@
+"""Provider clients, redaction: value types that keep secrets and reward codes out of output.
+
+Stage: fulfilment (worker side). Reward codes are money and API secrets are keys to money;
+the design promises neither appears in logs, exception messages, reprs, Celery arguments or
+Sentry events. Wrapping them in types whose ``repr``/``str`` are masked makes the safe thing
+the default: only an explicit ``.reveal()`` gives the value back.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MASK", "RewardCode", "Secret", "mask"]
+
+MASK = "****"
+VISIBLE_TAIL = 4  # characters shown at the end of a masked value
+MIN_LENGTH_FOR_TAIL = 8  # shorter values are masked entirely (a tail would be most of them)
+
+
+def mask(value: str) -> str:
+    """``ABCD-1234-WXYZ`` → ``****WXYZ``; values shorter than 8 characters → ``****``."""
+    if len(value) < MIN_LENGTH_FOR_TAIL:
+        return MASK
+    return MASK + value[-VISIBLE_TAIL:]
+
+
+class RewardCode:
+    """A reward code (gift card number, PIN, redemption link) that never prints itself.
+
+    ``repr`` gives ``RewardCode('****1234')``; ``str`` gives ``****1234``. Use
+    :meth:`reveal` only where the value must leave the process (ledger storage, the API
+    response to the member).
+    """
+
+    __slots__ = ("_value", "label")
+
+    def __init__(self, value: str, label: str | None = None) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("a reward code must be a non-empty string")
+        self._value = value
+        self.label = label
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        return mask(self._value)
+
+    def __repr__(self) -> str:
+        return f"RewardCode({self.masked!r})"
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RewardCode):
+            return NotImplemented
+        return self._value == other._value and self.label == other.label
+
+    def __hash__(self) -> int:
+        return hash((self._value, self.label))
+
+
+class Secret:
+    """A credential (API secret, client secret, bearer token) with a masked repr.
+
+    Clients store credentials as ``Secret`` so a debugger, a Sentry frame dump of
+    ``self`` or an accidental ``%r`` shows ``Secret('****')`` instead of the value.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return self._value == other._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
