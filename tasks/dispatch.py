@@ -17,6 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -64,7 +65,7 @@ class Dispatcher:
 
     def relay_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
         """Publish new outbox entries; returns how many were published."""
-        reply = self._redis.xreadgroup(
+        reply: Any = self._redis.xreadgroup(
             RELAY_GROUP, self._consumer, {self._keys.outbox: ">"}, count=count, block=block_ms
         )
         entries = [entry for _stream, items in (reply or []) for entry in items]
@@ -73,10 +74,10 @@ class Dispatcher:
     def reclaim_outbox(self, *, min_idle_ms: int = 10_000, count: int = 100) -> int:
         """Publish entries another relay read but never acknowledged (it crashed)."""
         self.ensure_group()
-        _next, entries, *_ = self._redis.xautoclaim(
+        reply: Any = self._redis.xautoclaim(
             self._keys.outbox, RELAY_GROUP, self._consumer, min_idle_ms, count=count
         )
-        return self._publish_entries(entries)
+        return self._publish_entries(list(reply[1]))
 
     def publish_due(self, *, now: float | None = None, limit: int = 500) -> int:
         """Publish units whose next check is due; returns how many."""

@@ -36,14 +36,18 @@ def runtime(task: Task) -> WorkerRuntime:
         return _runtime
 
 
-@shared_task(name=FULFILL_TASK, bind=True, acks_late=True, ignore_result=True)
+@shared_task(  # type: ignore[untyped-decorator]
+    name=FULFILL_TASK, bind=True, acks_late=True, ignore_result=True
+)
 def fulfill_reward(self: Task, unit_id: str) -> str:
     """Fulfil one reward unit; safe to run any number of times."""
     outcome = fulfil_unit(unit_id, runtime(self), task_id=self.request.id or "")
     return outcome.action
 
 
-@shared_task(name=SWEEP_TASK, bind=True, ignore_result=True)
+@shared_task(  # type: ignore[untyped-decorator]
+    name=SWEEP_TASK, bind=True, ignore_result=True
+)
 def sweep(self: Task) -> dict[str, Any]:
     """Beat's sweeper: re-publish outbox entries a relay left behind and every due unit."""
     rt = runtime(self)

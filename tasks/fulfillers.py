@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tasks.providers.errors import PermanentProviderError
-from tasks.providers.if_match import update_with_if_match
-from tasks.providers.ifeelgoods import IfeelgoodsClient, Redemption
-from tasks.providers.rewardops import Order, RewardOpsClient
+from tasks.providers.ifeelgoods import IfeelgoodsClient, IfeelgoodsUser, Redemption
 from tasks.routing import Route
 from worker.stores.ledger import BeginDecision
+
+if TYPE_CHECKING:
+    from tasks.providers.rewardops import Order, RewardOpsClient
 
 __all__ = ["Fulfiller", "ProviderResult", "ResultKind", "Recipient", "provider_key"]
 
@@ -79,45 +80,26 @@ class IfeelgoodsFulfiller:
     def fulfil(
         self, key: str, route: Route, recipient: Recipient, decision: BeginDecision
     ) -> ProviderResult:
-        user = self._user(recipient)
+        user = IfeelgoodsUser(
+            email=recipient.email,
+            first_name=recipient.first_name or None,
+            last_name=recipient.last_name or None,
+            address=recipient.address,
+        )
         redemption: Redemption | None = None
         if decision is not BeginDecision.SUBMIT:
             redemption = self._client.find_by_order_id(route.promotion_id, key)
         if redemption is None:
             redemption = self._client.create_redemption(route.promotion_id, key, user, route.sku)
-        if redemption.state != "redeemed":
-            redemption = update_with_if_match(
-                read=lambda: self._client.get_redemption(redemption.id),  # type: ignore[union-attr]
-                current=redemption,
-                decide=_redeem_decision,
-                write=lambda r: self._client.redeem(r.id, user, version=r.version),
-            )
+        if not redemption.is_redeemed:
+            # 412 → re-read, re-decide (already redeemed counts), retry; bounded.
+            redemption = self._client.ensure_redeemed(redemption.id, user, current=redemption)
         return ProviderResult(
             ResultKind.DELIVERED,
             reference=redemption.id,
             codes=tuple(code.reveal() for code in redemption.codes),
             links=(redemption.url,) if redemption.url else (),
         )
-
-    @staticmethod
-    def _user(recipient: Recipient) -> dict[str, Any]:
-        user: dict[str, Any] = {"email": recipient.email}
-        if recipient.first_name:
-            user["first_name"] = recipient.first_name
-        if recipient.last_name:
-            user["last_name"] = recipient.last_name
-        if recipient.address:
-            user["address"] = recipient.address
-        return user
-
-
-def _redeem_decision(redemption: Redemption) -> bool:
-    """Re-decide after a re-read: True = write (redeem), False = done (already redeemed)."""
-    if redemption.state == "redeemed":
-        return False
-    if redemption.state in ("pending", "booked"):
-        return True
-    raise PermanentProviderError("ifeelgoods", None, f"redemption-{redemption.state}")
 
 
 class RewardOpsFulfiller:
@@ -136,7 +118,9 @@ class RewardOpsFulfiller:
             order = self._client.get_order(route.program_id, key)
         if order is None:
             if decision is BeginDecision.FOLLOW:
-                raise PermanentProviderError("rewardops", 404, "accepted-order-vanished")
+                raise PermanentProviderError(
+                    "rewardops", "accepted_order_vanished", status_code=404
+                )
             order = self._client.create_order(
                 route.program_id, key, self._member(recipient), route.item_order_token
             )
@@ -145,7 +129,7 @@ class RewardOpsFulfiller:
     @staticmethod
     def _evaluate(order: Order) -> ProviderResult:
         if order.is_terminal_failure:
-            raise PermanentProviderError("rewardops", None, "order-item-rejected")
+            raise PermanentProviderError("rewardops", "order_item_rejected")
         if order.is_delivered:
             codes = tuple(code.reveal() for item in order.items for code in item.codes)
             links = tuple(link for item in order.items for link in item.links)

@@ -11,7 +11,6 @@ import redis
 
 from tasks.fulfillers import Fulfiller, IfeelgoodsFulfiller, RewardOpsFulfiller
 from tasks.providers.ifeelgoods import IfeelgoodsClient
-from tasks.providers.rewardops import RewardOpsClient
 from tasks.retry import RetryPolicy
 from tasks.routing import Rules, load_rules
 from worker.config import Settings
@@ -62,16 +61,7 @@ def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRu
                 )
             )
         ),
-        "rewardops": functools.partial(
-            lambda: RewardOpsFulfiller(
-                RewardOpsClient(
-                    settings.rewardops_base_url,
-                    settings.rewardops_client_id,
-                    settings.rewardops_client_secret,
-                    timeout=timeout,
-                )
-            )
-        ),
+        "rewardops": functools.partial(_rewardops, settings),
     }
     return WorkerRuntime(
         settings=settings,
@@ -83,4 +73,17 @@ def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRu
         rules=rules if rules is not None else load_rules(settings.rules_file),
         retry=RetryPolicy.from_settings(settings),
         fulfiller_factories=factories,
+    )
+
+
+def _rewardops(settings: Settings) -> Fulfiller:
+    from tasks.providers.rewardops import RewardOpsClient
+
+    return RewardOpsFulfiller(
+        RewardOpsClient(
+            settings.rewardops_base_url,
+            settings.rewardops_client_id,
+            settings.rewardops_client_secret,
+            timeout=settings.provider_timeout_seconds,
+        )
     )

@@ -1,0 +1,336 @@
+"""End-to-end harness: real Redis, real Celery worker processes, the receiver behind a
+real HTTP server, the relay loop, and both provider sandboxes as HTTP servers on loopback.
+
+Broker queues live in Redis database 15 (the tests' own), flushed before and after each
+module; ledger keys carry a unique prefix. Timings are shortened through the same
+settings an operator would use (lease, backoff, stale threshold), nothing is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from sandboxes import SandboxControl, serve_in_thread
+from sandboxes.ifeelgoods import create_app as ifeelgoods_app
+from sandboxes.rewardops import create_app as rewardops_app
+from tasks.dispatch import Dispatcher
+from webhooks import create_app
+from webhooks.signatures import signed_headers
+from worker.celery_app import FULFILL_TASK, make_celery
+from worker.config import Settings
+from worker.stores.dead_letters import DeadLetters
+from worker.stores.inbox import Inbox
+from worker.stores.keys import Keys
+from worker.stores.ledger import Ledger
+from worker.stores.models import TERMINAL_STATES
+
+from tests.conftest import (
+    TEST_ADMIN_TOKEN,
+    TEST_CONIQ_SECRET,
+    TEST_EVENT_SECRET,
+    redis_url,
+)
+
+BROKER_DB = 15
+IFG_KEY, IFG_SECRET = "it-ifg-key", "it-ifg-secret-value-0001"
+ROPS_ID, ROPS_SECRET = "it-rops-client", "it-rops-secret-value-0001"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def new_event_id() -> str:
+    return f"evt_{uuid.uuid4().hex[:20]}"
+
+
+def coniq_reward(offer_id: str = "1001", event_id: str | None = None) -> dict[str, Any]:
+    event_id = event_id or new_event_id()
+    return {
+        "id": event_id,
+        "type": "reward.issued",
+        "created_at": "2026-11-23T10:00:00Z",
+        "account_id": "acme-mall",
+        "data": {
+            "customer": {
+                "id": "cust-42",
+                "email": "ada@example.com",
+                "first_name": "Ada",
+                "last_name": "Lovelace",
+            },
+            "subscription": {"id": "sub-1", "program_id": "prog-1"},
+            "reward": {
+                "id": f"rw-{event_id[-6:]}",
+                "offer_id": offer_id,
+                "name": "Gift card",
+                "expiry_date": "2027-01-01",
+            },
+        },
+    }
+
+
+def internal_grant(rewards: list[dict[str, Any]], event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": event_id or new_event_id(),
+        "type": "reward.granted",
+        "created_at": "2026-11-23T10:00:00Z",
+        "account_id": "acme-mall",
+        "data": {
+            "recipient": {"email": "grace@example.com", "first_name": "Grace", "last_name": "H"},
+            "rewards": rewards,
+            "reference": "crm-campaign-7",
+        },
+    }
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
+class Stack:
+    """One running rewardrelay: edge URL, worker processes, relay thread, sandboxes."""
+
+    def __init__(
+        self, tmp: Path, ifg_url: str, rops_url: str, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.tmp = tmp
+        self.prefix = f"rrit-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("RR_", "CELERY_"))},
+            "REDIS_URL": redis_url(BROKER_DB),
+            "RR_KEY_PREFIX": self.prefix,
+            "CONIQ_WEBHOOK_SECRETS": TEST_CONIQ_SECRET,
+            "EVENT_SECRETS": TEST_EVENT_SECRET,
+            "ADMIN_TOKEN": TEST_ADMIN_TOKEN,
+            "IFEELGOODS_BASE_URL": f"{ifg_url}/fulfillment/v2",
+            "IFEELGOODS_API_KEY": IFG_KEY,
+            "IFEELGOODS_API_SECRET": IFG_SECRET,
+            "REWARDOPS_BASE_URL": f"{rops_url}/api/v4",
+            "REWARDOPS_CLIENT_ID": ROPS_ID,
+            "REWARDOPS_CLIENT_SECRET": ROPS_SECRET,
+            "PROVIDER_TIMEOUT_SECONDS": "1.0",
+            "RETRY_BASE_SECONDS": "0.1",
+            "RETRY_MAX_DELAY_SECONDS": "0.8",
+            "RETRY_MAX_ATTEMPTS": "12",
+            "UNIT_STALE_SECONDS": "3",
+            "TASK_LEASE_SECONDS": "4",
+            "DELIVERY_POLL_SECONDS": "0.2",
+            "SWEEP_INTERVAL_SECONDS": "1",
+            "PYTHONPATH": str(REPO),
+            **(extra_env or {}),
+        }
+        self.settings = Settings.from_env(self.env)
+        self.redis = redis.Redis.from_url(self.settings.redis_url)
+        self.keys = Keys(self.prefix)
+        self.inbox = Inbox(self.redis, self.keys)
+        self.ledger = Ledger(self.redis, self.keys)
+        self.dead_letters = DeadLetters(self.redis, self.keys)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self._relay: threading.Thread | None = None
+        self._edge = None
+        self.edge_url = ""
+        self.http = httpx.Client(timeout=10)
+
+    # processes -----------------------------------------------------------------------
+    def start_edge(self) -> None:
+        app = create_app(self.settings)
+        self._edge = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler
+        )
+        threading.Thread(target=self._edge.serve_forever, daemon=True).start()
+        self.edge_url = f"http://127.0.0.1:{self._edge.server_port}"
+
+    def start_relay(self) -> None:
+        celery = make_celery(self.settings)
+
+        def publish(unit_id: str) -> None:
+            celery.send_task(FULFILL_TASK, args=[unit_id])
+
+        dispatcher = Dispatcher(
+            redis.Redis.from_url(self.settings.redis_url), self.keys, publish,
+            stale_after=self.settings.unit_stale_seconds, consumer="it-relay",
+        )
+        dispatcher.ensure_group()
+
+        def loop() -> None:
+            last_reclaim = 0.0
+            while not self._stop.is_set():
+                try:
+                    dispatcher.relay_once(block_ms=100)
+                    dispatcher.publish_due()
+                    if time.time() - last_reclaim > 2:
+                        dispatcher.reclaim_outbox(min_idle_ms=2000)
+                        last_reclaim = time.time()
+                except redis.RedisError:
+                    time.sleep(0.2)
+
+        self._relay = threading.Thread(target=loop, daemon=True, name="it-relay")
+        self._relay.start()
+
+    def start_worker(self, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+        name = name or f"w{len(self.workers)}-{self.prefix}"
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+                "-c", str(concurrency), "-P", "prefork", "-l", "info", "-n", f"{name}@%h",
+                "--without-gossip", "--without-mingle", "-E",
+            ],
+            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        self._wait_worker_ready(name)
+        return proc
+
+    def _wait_worker_ready(self, name: str, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        path = self.tmp / f"{name}.log"
+        while time.time() < deadline:
+            if b"ready." in path.read_bytes():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"worker {name} not ready:\n{path.read_text()[-3000:]}")
+
+    def kill_workers(self, sig: int = signal.SIGTERM) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.workers.clear()
+
+    def worker_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.kill_workers()
+        if self._edge is not None:
+            self._edge.shutdown()
+        if self._relay is not None:
+            self._relay.join(timeout=5)
+        self.http.close()
+
+    # actions ---------------------------------------------------------------------------
+    def send(self, event: dict[str, Any], *, source: str = "coniq") -> httpx.Response:
+        raw = json.dumps(event).encode()
+        path, secret = (
+            ("/webhooks/coniq", TEST_CONIQ_SECRET) if source == "coniq" else ("/events", TEST_EVENT_SECRET)
+        )
+        headers = signed_headers(raw, secret, event["id"])
+        headers["Content-Type"] = "application/json"
+        return self.http.post(self.edge_url + path, content=raw, headers=headers)
+
+    def fulfillment(self, event_id: str) -> dict[str, Any]:
+        response = self.http.get(
+            f"{self.edge_url}/fulfillments/{event_id}",
+            headers={"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"},
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def wait_terminal(self, event_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Poll until every unit is terminal; returns the fulfillment view."""
+        deadline = time.time() + timeout
+        view: dict[str, Any] = {}
+        while time.time() < deadline:
+            view = self.fulfillment(event_id)
+            if view["units"] and all(u["state"] in TERMINAL_STATES for u in view["units"]):
+                return view
+            time.sleep(0.1)
+        raise AssertionError(
+            f"event {event_id} not terminal after {timeout}s: {view}\n{self.worker_logs()[-4000:]}"
+        )
+
+
+@pytest.fixture(scope="session")
+def sandboxes_running(redis_available: None) -> Iterator[tuple[Any, Any]]:
+    ifg = serve_in_thread(ifeelgoods_app(api_key=IFG_KEY, api_secret=IFG_SECRET), log_requests=False)
+    rops = serve_in_thread(
+        rewardops_app(client_id=ROPS_ID, client_secret=ROPS_SECRET), log_requests=False
+    )
+    yield ifg, rops
+    ifg.stop()
+    rops.stop()
+
+
+@pytest.fixture
+def ifeelgoods(sandboxes_running: tuple[Any, Any]) -> Iterator[SandboxControl]:
+    with SandboxControl(sandboxes_running[0].url) as control:
+        control.reset()
+        yield control
+        control.reset()
+
+
+@pytest.fixture
+def rewardops(sandboxes_running: tuple[Any, Any]) -> Iterator[SandboxControl]:
+    with SandboxControl(sandboxes_running[1].url) as control:
+        control.reset()
+        control.configure(delivery_delay=0.3)
+        yield control
+        control.reset()
+
+
+def _flush_broker_db() -> None:
+    client = redis.Redis.from_url(redis_url(BROKER_DB))
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def make_stack(
+    tmp_path: Path, sandboxes_running: tuple[Any, Any], ifeelgoods: SandboxControl,
+    rewardops: SandboxControl,
+) -> Iterator[Any]:
+    """Start a stack with extra environment (e.g. SENTRY_DSN); stopped at teardown."""
+    started: list[Stack] = []
+
+    def start(extra_env: dict[str, str] | None = None, *, worker: bool = True) -> Stack:
+        _flush_broker_db()
+        running = Stack(tmp_path, sandboxes_running[0].url, sandboxes_running[1].url, extra_env)
+        started.append(running)
+        running.start_edge()
+        running.start_relay()
+        if worker:
+            running.start_worker()
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()
+        _flush_broker_db()
+
+
+@pytest.fixture
+def stack(make_stack: Any) -> Stack:
+    result: Stack = make_stack()
+    return result
+
+
+__all__ = ["Stack", "coniq_reward", "internal_grant", "new_event_id", "replace"]

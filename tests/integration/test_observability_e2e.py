@@ -1,0 +1,164 @@
+"""Sentry and Flower, end to end with real processes.
+
+Sentry: a loopback HTTP server is the DSN's host, so the worker's real sentry-sdk
+transport posts real envelopes to it. Flower: a real Flower process watches the real
+worker's events and answers its HTTP API.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import IFG_SECRET, REPO, ROPS_SECRET, Stack, coniq_reward
+
+pytestmark = pytest.mark.integration
+
+
+class _SentryInbox(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SentryHandler)
+        self.envelopes: list[bytes] = []
+
+
+class _SentryHandler(BaseHTTPRequestHandler):
+    server: _SentryInbox
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        encoding = self.headers.get("Content-Encoding", "")
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
+        elif encoding == "br":
+            import brotli  # type: ignore[import-not-found]
+
+            body = brotli.decompress(body)
+        self.server.envelopes.append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def _error_events(envelopes: list[bytes]) -> list[dict[str, Any]]:
+    """The items of type ``event`` across all envelopes (not sessions, not transactions)."""
+    events = []
+    for envelope in envelopes:
+        lines = envelope.split(b"\n")
+        for header_line, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if not header_line.strip():
+                continue
+            if json.loads(header_line).get("type") == "event":
+                events.append(json.loads(payload))
+    return events
+
+
+def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
+    make_stack: Any, ifeelgoods
+) -> None:
+    # given a Sentry DSN on loopback and a provider that refuses every order after retries
+    sentry = _SentryInbox()
+    threading.Thread(target=sentry.serve_forever, daemon=True).start()
+    dsn = f"http://publickey@127.0.0.1:{sentry.server_port}/42"
+    stack: Stack = make_stack({"SENTRY_DSN": dsn, "RETRY_MAX_ATTEMPTS": "3"})
+    ifeelgoods.set_faults(
+        {"method": "POST", "path": "/fulfillment/v2/promotions/1/redemptions", "kind": "status",
+         "status": 503}
+    )
+    events = [coniq_reward() for _ in range(2)]
+
+    # when two rewards are retried to exhaustion and dead-lettered
+    for event in events:
+        stack.send(event)
+    for event in events:
+        assert stack.wait_terminal(event["id"])["units"][0]["state"] == "dead_lettered"
+    deadline = time.time() + 15
+    while time.time() < deadline and len(_error_events(sentry.envelopes)) < 2:
+        time.sleep(0.2)
+    time.sleep(1.5)  # give a duplicate (if any) the chance to arrive
+
+    # then exactly one Sentry event per dead letter, tagged, with no secret or code
+    received = _error_events(sentry.envelopes)
+    sentry.shutdown()
+    assert len(received) == 2
+    unit_ids = {f"{e['id']}:0:0" for e in events}
+    assert {dict(ev["tags"])["unit_id"] for ev in received} == unit_ids
+    raw = b"".join(sentry.envelopes).decode(errors="replace")
+    for secret in (IFG_SECRET, ROPS_SECRET, stack.settings.admin_token, "whsec_", "ada@example.com"):
+        assert secret not in raw
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_flower_lists_fulfilment_tasks_by_name_and_state_without_personal_data(
+    stack: Stack, ifeelgoods
+) -> None:
+    # given a real Flower process watching the real worker
+    port = _free_port()
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}",
+         "--address=127.0.0.1"],
+        env={**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthcheck", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        time.sleep(1.0)  # let Flower subscribe to the event stream
+        events = [coniq_reward() for _ in range(3)]
+
+        # when rewards are fulfilled
+        for event in events:
+            stack.send(event)
+        for event in events:
+            stack.wait_terminal(event["id"])
+        tasks: dict[str, Any] = {}
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=5).json()
+            done = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
+            if len(done) >= 3:
+                break
+            time.sleep(0.3)
+
+        # then Flower lists them by name and state, and their arguments are unit ids only
+        fulfil = [t for t in tasks.values() if t.get("name") == "tasks.fulfill_reward"]
+        assert len([t for t in fulfil if t["state"] == "SUCCESS"]) >= 3
+        unit_ids = {f"{e['id']}:0:0" for e in events}
+        seen_args = " ".join(str(t.get("args")) + str(t.get("kwargs")) for t in fulfil)
+        assert all(uid in seen_args for uid in unit_ids)
+        dump = json.dumps(tasks)
+        for private in ("ada@example.com", "Lovelace", IFG_SECRET):
+            assert private not in dump
+        codes = [c for e in events for c in stack.ledger.codes(f"{e['id']}:0:0")]
+        assert codes and not any(code in dump for code in codes)
+    finally:
+        os.killpg(flower.pid, signal.SIGTERM)
+        flower.wait(timeout=10)
