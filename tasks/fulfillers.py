@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tasks.providers.errors import PermanentProviderError
 from tasks.providers.ifeelgoods import IfeelgoodsClient, IfeelgoodsUser, Redemption
+from tasks.providers.rewardops import Member, Order, RewardOpsClient
 from tasks.routing import Route
 from worker.stores.ledger import BeginDecision
-
-if TYPE_CHECKING:
-    from tasks.providers.rewardops import Order, RewardOpsClient
 
 __all__ = ["Fulfiller", "ProviderResult", "ResultKind", "Recipient", "provider_key"]
 
@@ -132,17 +130,15 @@ class RewardOpsFulfiller:
             raise PermanentProviderError("rewardops", "order_item_rejected")
         if order.is_delivered:
             codes = tuple(code.reveal() for item in order.items for code in item.codes)
-            links = tuple(link for item in order.items for link in item.links)
+            links = tuple(link.reveal() for item in order.items for link in item.links)
             return ProviderResult(ResultKind.DELIVERED, order.id, codes=codes, links=links)
         return ProviderResult(ResultKind.ACCEPTED, order.id)
 
     @staticmethod
-    def _member(recipient: Recipient) -> dict[str, Any]:
-        member: dict[str, Any] = {
-            "id": recipient.customer_id or recipient.email,
-            "full_name": recipient.full_name,
-            "email": recipient.email,
-        }
-        if recipient.address:
-            member["address"] = recipient.address
-        return member
+    def _member(recipient: Recipient) -> Member:
+        return Member(
+            id=recipient.customer_id or recipient.email,
+            full_name=recipient.full_name,
+            email=recipient.email,
+            address=recipient.address,
+        )
