@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
 
 from worker.config import Settings
 from worker.stores.models import Unit
@@ -179,6 +180,9 @@ def init_sentry(settings: Settings, *, component: str) -> bool:
         before_send=_before_send,
         traces_sample_rate=0.0,
         server_name=component,
+        # Log lines become breadcrumbs only: a retried failure logs on every attempt, and
+        # we report a failure once, when it is dead-lettered (report_dead_letter).
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],
     )
     sentry_sdk.set_tag("component", component)
     return True
