@@ -58,7 +58,9 @@ def sweep(self: Task) -> dict[str, Any]:
         stale_after=rt.settings.unit_stale_seconds,
         consumer="sweeper",
     )
-    reclaimed = dispatcher.reclaim_outbox(min_idle_ms=10_000)
+    reclaimed = dispatcher.reclaim_outbox(
+        min_idle_ms=int(rt.settings.unit_stale_seconds * 1000)
+    )
     due = dispatcher.publish_due()
     if reclaimed or due:
         log.info("sweep published %d outbox entries and %d due units", reclaimed, due)

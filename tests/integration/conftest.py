@@ -207,6 +207,19 @@ class Stack:
             time.sleep(0.1)
         raise AssertionError(f"worker {name} not ready:\n{path.read_text()[-3000:]}")
 
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / "beat.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "info",
+                "-s", str(self.tmp / "beat-schedule"),
+            ],
+            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
     def kill_workers(self, sig: int = signal.SIGTERM) -> None:
         for proc in self.workers:
             if proc.poll() is None:
@@ -309,12 +322,15 @@ def make_stack(
     """Start a stack with extra environment (e.g. SENTRY_DSN); stopped at teardown."""
     started: list[Stack] = []
 
-    def start(extra_env: dict[str, str] | None = None, *, worker: bool = True) -> Stack:
+    def start(
+        extra_env: dict[str, str] | None = None, *, worker: bool = True, relay: bool = True
+    ) -> Stack:
         _flush_broker_db()
         running = Stack(tmp_path, sandboxes_running[0].url, sandboxes_running[1].url, extra_env)
         started.append(running)
         running.start_edge()
-        running.start_relay()
+        if relay:
+            running.start_relay()
         if worker:
             running.start_worker()
         return running
