@@ -8,22 +8,39 @@ them and the sweeper publishes them when due.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from typing import Any
 
 from celery import Task, shared_task
+from celery.signals import worker_init
 
 from tasks.dispatch import Dispatcher
 from tasks.fulfillment import fulfil_unit
-from tasks.runtime import WorkerRuntime, build_runtime
+from tasks.routing import RulesError
+from tasks.runtime import WorkerRuntime, build_runtime, check_worker_settings
 from worker.celery_app import FULFILL_TASK, SWEEP_TASK
-from worker.config import Settings
+from worker.config import Settings, SettingsError
 
 __all__ = ["fulfill_reward", "sweep", "runtime"]
 
 log = logging.getLogger(__name__)
 _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _check_before_consuming(sender: Any = None, **_: Any) -> None:
+    """Stop a misconfigured worker at start-up with one line naming the problem."""
+    settings: Settings = sender.app.conf.rewardrelay_settings
+    try:
+        check_worker_settings(settings)
+    except (RulesError, SettingsError) as exc:
+        label = "invalid setting" if isinstance(exc, SettingsError) else "invalid RULES_FILE"
+        sys.stderr.write(f"rewardrelay: {label} {exc}\n")
+        sys.stderr.flush()
+        os._exit(2)  # SystemExit here is swallowed by Celery's bootsteps
 
 
 def runtime(task: Task) -> WorkerRuntime:
@@ -58,9 +75,7 @@ def sweep(self: Task) -> dict[str, Any]:
         stale_after=rt.settings.unit_stale_seconds,
         consumer="sweeper",
     )
-    reclaimed = dispatcher.reclaim_outbox(
-        min_idle_ms=int(rt.settings.unit_stale_seconds * 1000)
-    )
+    reclaimed = dispatcher.reclaim_outbox(min_idle_ms=int(rt.settings.unit_stale_seconds * 1000))
     due = dispatcher.publish_due()
     if reclaimed or due:
         log.info("sweep published %d outbox entries and %d due units", reclaimed, due)

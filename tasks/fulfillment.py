@@ -25,6 +25,7 @@ from tasks.providers.errors import (
     RateLimitedError,
     UnknownOutcomeError,
 )
+from tasks.routing import Route
 from tasks.runtime import WorkerRuntime
 from worker import observability
 from worker.stores.ledger import AttemptRecord, BeginDecision
@@ -54,9 +55,11 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
     assert unit is not None  # begin() saw it
     attempt = _Attempt(rt, unit, begin.attempt, begin.decision, started, task_id)
 
-    route = rt.rules.route(unit.source, unit.event_type, unit.match)
+    route = rt.rules.decide(unit.source, unit.event_type, unit.match)
     if route is None:
         return attempt.unroutable()
+    if not isinstance(route, Route):  # an ignore rule: recorded, deliberately not fulfilled
+        return attempt.ignored(route.name)
     recipient = _recipient(rt, unit)
     if recipient is None:
         return attempt.dead_letter("missing-recipient", route.provider, route.product, None)
@@ -179,6 +182,19 @@ class _Attempt:
         outcome = "unknown" if state is UnitState.UNKNOWN else "retry"
         self._finish(state, outcome, fields, retry_at, error=error)
         return Outcome(self.unit.id, outcome, state)
+
+    def ignored(self, rule: str) -> Outcome:
+        now = time.time()
+        self.rt.ledger.finish(
+            self.unit.id,
+            self.number,
+            UnitState.IGNORED,
+            self._record("ignored"),
+            now=now,
+            next_check_at=None,
+            fields={"ignored_by": rule},
+        )
+        return Outcome(self.unit.id, "ignored", UnitState.IGNORED)
 
     def unroutable(self) -> Outcome:
         now = time.time()

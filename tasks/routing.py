@@ -80,12 +80,19 @@ class Rules:
 
     def route(self, source: str, event_type: str, fields: Mapping[str, str]) -> Route | None:
         """The first matching rule's route, or None (unroutable, or an ignore rule)."""
+        decision = self.decide(source, event_type, fields)
+        return decision if isinstance(decision, Route) else None
+
+    def decide(
+        self, source: str, event_type: str, fields: Mapping[str, str]
+    ) -> Route | Rule | None:
+        """A Route to fulfil; the matching ignore Rule; or None when nothing matches."""
         direct = route_from_product(fields)
         if direct is not None:
             return direct
         for rule in self.rules:
             if rule.matches(source, event_type, fields):
-                return rule.route
+                return rule.route if rule.route is not None else rule
         return None
 
 

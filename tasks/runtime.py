@@ -13,13 +13,13 @@ from tasks.fulfillers import Fulfiller, IfeelgoodsFulfiller, RewardOpsFulfiller
 from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tasks.retry import RetryPolicy
 from tasks.routing import Rules, load_rules
-from worker.config import Settings
+from worker.config import Settings, SettingsError
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import Ledger
 
-__all__ = ["WorkerRuntime", "build_runtime"]
+__all__ = ["WorkerRuntime", "build_runtime", "check_worker_settings"]
 
 
 @dataclass
@@ -87,3 +87,25 @@ def _rewardops(settings: Settings) -> Fulfiller:
             timeout=settings.provider_timeout_seconds,
         )
     )
+
+
+_CREDENTIALS = {
+    "ifeelgoods": ("IFEELGOODS_API_KEY", "IFEELGOODS_API_SECRET"),
+    "rewardops": ("REWARDOPS_CLIENT_ID", "REWARDOPS_CLIENT_SECRET"),
+}
+
+
+def check_worker_settings(settings: Settings) -> Rules:
+    """Validate what a worker needs before it takes a task.
+
+    Raises:
+        RulesError: the rules file is invalid (message names rule and field).
+        SettingsError: a provider the rules route to has no credentials.
+    """
+    rules = load_rules(settings.rules_file)
+    used = {rule.route.provider for rule in rules.rules if rule.route is not None}
+    for provider in sorted(used):
+        for name in _CREDENTIALS[provider]:
+            if not getattr(settings, name.lower()):
+                raise SettingsError(name, f"is required: the rules route rewards to {provider}")
+    return rules
