@@ -1,0 +1,1 @@
+"""Benchmarks (not shipped): run with ``python -m bench.<name>``."""

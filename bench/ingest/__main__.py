@@ -1,0 +1,193 @@
+"""``python -m bench.ingest``: our edge vs a naive ``task.delay`` view, same gunicorn setup.
+
+Both apps run under ``gunicorn -w WORKERS -k gthread --threads THREADS`` on a free
+loopback port, against the local Redis (127.0.0.1:6379): ours in db 12 under a unique key
+prefix, the naive one publishing to a unique queue in db 13. Each target gets a
+closed-loop throughput run and a fixed-rate run; keys are deleted afterwards. A JSON copy
+of the table goes to bench/results/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+
+from bench.ingest.load import LoadResult, run_load
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+SECRET = "whsec_YmVuY2gtc2VjcmV0LWZvci10aGUtaW5nZXN0LWJlbmNo"
+OURS_DB, NAIVE_DB = 12, 13
+
+
+@dataclass
+class Target:
+    name: str
+    app: str
+    db: int
+    env: dict[str, str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(target: Target, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads),
+        "-b", f"127.0.0.1:{port}", "--log-level", "warning", target.app,
+    ]  # fmt: skip
+    env = {**os.environ, **target.env}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{target.name}: gunicorn exited with {process.returncode}")
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.terminate()
+    raise SystemExit(f"{target.name}: gunicorn did not answer on {base}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def cleanup(host: str, port: int, prefix: str, queue: str) -> int:
+    deleted = 0
+    ours = redis.Redis(host=host, port=port, db=OURS_DB)
+    for key in ours.scan_iter(match=f"{prefix}:*", count=1000):
+        deleted += int(ours.delete(key))
+    naive = redis.Redis(host=host, port=port, db=NAIVE_DB)
+    for pattern in (queue, f"{queue}\x06*", f"_kombu.binding.{queue}"):
+        for key in naive.scan_iter(match=pattern, count=1000):
+            deleted += int(naive.delete(key))
+    return deleted
+
+
+def row(name: str, mode: str, result: LoadResult) -> dict[str, object]:
+    sent = result.accepted + sum(result.other.values()) + result.errors
+    return {
+        "target": name,
+        "mode": mode,
+        "sent": sent,
+        "accepted_per_s": round(result.rate, 1),
+        "p50_ms": round(result.percentile(0.50), 2),
+        "p99_ms": round(result.percentile(0.99), 2),
+        "non_202": dict(result.other),
+        "errors": result.errors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--rate", type=float, default=300.0, help="fixed-rate events/s")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument("--load-threads", type=int, default=16, help="per load process")
+    parser.add_argument("--redis-host", default="127.0.0.1")
+    parser.add_argument("--redis-port", type=int, default=6379)
+    args = parser.parse_args(argv)
+
+    run_id = uuid.uuid4().hex[:8]
+    prefix, queue = f"rrbench-{run_id}", f"bench-naive-{run_id}"
+    redis_base = f"redis://{args.redis_host}:{args.redis_port}"
+    targets = [
+        Target(
+            "ours",
+            "webhooks:create_app()",
+            OURS_DB,
+            {
+                "REDIS_URL": f"{redis_base}/{OURS_DB}",
+                "RR_KEY_PREFIX": prefix,
+                "EVENT_SECRETS": SECRET,
+                "CONIQ_WEBHOOK_SECRETS": SECRET,
+                "ADMIN_TOKEN": "bench-admin-token-0123456789",
+                "LOG_FORMAT": "text",
+            },
+        ),
+        Target(
+            "naive",
+            "bench.ingest.naive_app:create_app()",
+            NAIVE_DB,
+            {"BENCH_BROKER_URL": f"{redis_base}/{NAIVE_DB}", "BENCH_QUEUE": queue},
+        ),
+    ]
+    rows: list[dict[str, object]] = []
+    print(
+        f"gunicorn -w {args.workers} -k gthread --threads {args.threads}; load "
+        f"{args.load_processes}x{args.load_threads} httpx threads; {args.duration:g} s per run; "
+        f"{os.cpu_count()} CPUs"
+    )
+    try:
+        for target in targets:
+            process, base = start_gunicorn(target, args)
+            try:
+                url = base + "/events"
+                run_load(url, SECRET, duration=1.0, processes=1, threads=4)  # warm-up
+                for mode, rate in (("max", 0.0), (f"{args.rate:g}/s", args.rate)):
+                    result = run_load(
+                        url,
+                        SECRET,
+                        duration=args.duration,
+                        processes=args.load_processes,
+                        threads=args.load_threads,
+                        rate=rate,
+                    )
+                    rows.append(row(target.name, mode, result))
+                    print(f"  {target.name:5} {mode:>6}: {rows[-1]}")
+            finally:
+                stop(process)
+    finally:
+        deleted = cleanup(args.redis_host, args.redis_port, prefix, queue)
+    print()
+    print(
+        f"{'target':6} {'mode':>7} {'sent':>7} {'accepted/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'non-202':>8} {'errors':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['target']!s:6} {r['mode']!s:>7} {r['sent']!s:>7} {r['accepted_per_s']!s:>11} "
+            f"{r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {sum(r['non_202'].values())!s:>8} "  # type: ignore[attr-defined]
+            f"{r['errors']!s:>6}"
+        )
+    by = {(r["target"], r["mode"]): r for r in rows}
+    ours_max, naive_max = by[("ours", "max")], by[("naive", "max")]
+    ratio = float(ours_max["accepted_per_s"]) / float(naive_max["accepted_per_s"] or math.nan)  # type: ignore[arg-type]
+    print(f"\nthroughput ratio ours/naive: {ratio:.2f}   (cleaned up {deleted} Redis keys)")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps({"args": vars(args), "rows": rows, "ratio": ratio}, indent=2))
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
