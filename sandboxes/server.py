@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 SANDBOX_NAMES = ("ifeelgoods", "rewardops")
+SHUTDOWN_POLL_SECONDS = 0.05  # how often the serving loop checks for stop(); keeps tests quick
 logger = logging.getLogger(__name__)
 
 
@@ -82,7 +83,10 @@ def serve_in_thread(
     handler = WSGIRequestHandler if log_requests else _QuietHandler
     server = make_server(host, port, app, threaded=True, request_handler=handler)
     thread = threading.Thread(
-        target=server.serve_forever, name=f"sandbox-{app.name}-{server.server_port}", daemon=True
+        target=server.serve_forever,
+        kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+        name=f"sandbox-{app.name}-{server.server_port}",
+        daemon=True,
     )
     thread.start()
     return RunningServer(app, server, thread)
