@@ -84,7 +84,7 @@ def cleanup(host: str, port: int, prefix: str, queue: str) -> int:
     for key in ours.scan_iter(match=f"{prefix}:*", count=1000):
         deleted += int(ours.delete(key))
     naive = redis.Redis(host=host, port=port, db=NAIVE_DB)
-    for pattern in (queue, f"{queue}\x06*", f"_kombu.binding.{queue}"):
+    for pattern in (queue, f"{queue}\x06*", f"_kombu.binding*.{queue}"):
         for key in naive.scan_iter(match=pattern, count=1000):
             deleted += int(naive.delete(key))
     return deleted
