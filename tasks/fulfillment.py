@@ -139,13 +139,13 @@ class _Attempt:
         }
         if result.kind is ResultKind.ACCEPTED:
             next_at = now + self.rt.settings.delivery_poll_seconds
-            if self.rt.retry.exhausted(
-                self.rt.ledger.round_attempts(self.unit.id), self._first_attempt_at(), next_at
-            ):
+            # Following a delivery is not a failure: only the time horizon bounds it.
+            if next_at - self._first_attempt_at() > self.rt.retry.horizon_seconds:
                 return self.dead_letter(
                     "delivery-timeout", route["provider"], _product(route), None
                 )
             fields["next_attempt_at"] = next_at
+            fields["round_attempts"] = 0  # the attempt budget counts consecutive failures
             self._finish(UnitState.AWAITING_DELIVERY, "awaiting", fields, next_at)
             return Outcome(self.unit.id, "awaiting", UnitState.AWAITING_DELIVERY)
         fields["codes"] = json.dumps(list(result.codes))
