@@ -48,6 +48,7 @@ from tests.conftest import (
 )
 
 BROKER_DB = 15
+AMQP_URL = os.environ.get("RR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 IFG_KEY, IFG_SECRET = "it-ifg-key", "it-ifg-secret-value-0001"
 ROPS_ID, ROPS_SECRET = "it-rops-client", "it-rops-secret-value-0001"
 REPO = Path(__file__).resolve().parents[2]
@@ -140,6 +141,7 @@ class Stack:
         self.ledger = Ledger(self.redis, self.keys)
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.broker = "redis"
         self._stop = threading.Event()
         self._relay: threading.Thread | None = None
         self._edge = None
@@ -323,10 +325,19 @@ def make_stack(
     started: list[Stack] = []
 
     def start(
-        extra_env: dict[str, str] | None = None, *, worker: bool = True, relay: bool = True
+        extra_env: dict[str, str] | None = None,
+        *,
+        worker: bool = True,
+        relay: bool = True,
+        broker: str = "redis",
     ) -> Stack:
         _flush_broker_db()
-        running = Stack(tmp_path, sandboxes_running[0].url, sandboxes_running[1].url, extra_env)
+        env = dict(extra_env or {})
+        if broker == "amqp":
+            env["CELERY_BROKER_URL"] = AMQP_URL
+        running = Stack(tmp_path, sandboxes_running[0].url, sandboxes_running[1].url, env)
+        if broker == "amqp":
+            _purge_amqp(running.settings)
         started.append(running)
         running.start_edge()
         if relay:
@@ -343,9 +354,24 @@ def make_stack(
         _flush_broker_db()
 
 
-@pytest.fixture
-def stack(make_stack: Any) -> Stack:
-    result: Stack = make_stack()
+def _purge_amqp(settings: Settings) -> None:
+    """Start from an empty queue: earlier runs may have left messages in RabbitMQ."""
+    app = make_celery(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            app.control.purge(connection=conn)
+    except OSError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"RabbitMQ not reachable: {exc}")
+
+
+@pytest.fixture(params=["redis", pytest.param("amqp", marks=pytest.mark.rabbitmq)])
+def stack(request: pytest.FixtureRequest, make_stack: Any) -> Stack:
+    """The stack on each supported broker: Redis, and RabbitMQ for users who outgrow it."""
+    result: Stack = make_stack(broker=request.param)
+    result.broker = request.param
     return result
 
 

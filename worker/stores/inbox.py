@@ -45,8 +45,10 @@ return 'accepted'
 """
 
 _MARK_DISPATCHED = """
+local event_id = redis.call('HGET', KEYS[1], 'event_id')
+if not event_id then return 0 end
 if redis.call('HSETNX', KEYS[1], 'dispatched_at', ARGV[1]) == 1 then
-  local event_key = ARGV[2] .. redis.call('HGET', KEYS[1], 'event_id')
+  local event_key = ARGV[2] .. event_id
   redis.call('HINCRBY', event_key, 'undispatched', -1)
   return 1
 end
