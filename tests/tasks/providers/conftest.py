@@ -6,6 +6,7 @@ resources, tokens, counters or fault rules) through the ``*_sandbox`` control fi
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -119,3 +120,10 @@ def user() -> IfeelgoodsUser:
 @pytest.fixture
 def member() -> Member:
     return Member(id="member-42", full_name="Ada Lovelace", email="ada@example.com")
+
+
+@pytest.fixture
+def provider_secrets() -> tuple[str, ...]:
+    """Every credential the provider fixtures use, plus the Basic header derived from them."""
+    basic = base64.b64encode(f"{RO_CLIENT_ID}:{RO_CLIENT_SECRET}".encode()).decode()
+    return IFG_API_SECRET, RO_CLIENT_SECRET, basic
