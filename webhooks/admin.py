@@ -233,3 +233,217 @@ def discard_dead_letter(letter_id: str) -> ResponseReturnValue:
             409, "dead-letter-not-waiting", f"Dead letter {letter_id!r} was already handled."
         )
     return jsonify(id=letter_id, status="discarded")
+
+
+def _describe() -> None:
+    """Add the admin endpoints to ``/openapi.json``."""
+    from webhooks import openapi
+
+    security: list[dict[str, list[str]]] = [{"adminToken": []}]
+    unauthorized = openapi.problem_response("Missing or wrong admin token.", "unauthorized")
+    letter_id = {
+        "name": "letter_id",
+        "in": "path",
+        "required": True,
+        "description": "The dead letter's id (its unit key `{event id}:{line}:{index}`).",
+        "schema": {"type": "string", "minLength": 1},
+    }
+    filters = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in (
+            ("source", {"type": "string", "enum": ["coniq", "internal"]}),
+            ("provider", {"type": "string", "enum": ["ifeelgoods", "rewardops"]}),
+            ("reason", {"type": "string"}),
+            ("since", {"type": "number", "description": "Unix time, seconds"}),
+            ("limit", {"type": "integer", "minimum": 1, "maximum": BULK_REPLAY_MAX}),
+        )
+    ]
+    openapi.SECURITY_SCHEMES.update({"adminToken": {"type": "http", "scheme": "bearer"}})
+    openapi.SCHEMAS.update(
+        {
+            "Unit": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": {"type": "string", "enum": [s.value for s in UnitState]},
+                    "attempts": {"type": "integer"},
+                    "provider": {"type": "string"},
+                    "provider_ref": {"type": "string"},
+                    "codes": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Masked: only the last four characters are shown.",
+                    },
+                    "last_error": {"type": "object"},
+                    "next_attempt_at": {"type": ["number", "null"]},
+                    "dead_letter_id": {"type": ["string", "null"]},
+                    "updated_at": {"type": "number"},
+                },
+            },
+            "Fulfillment": {
+                "type": "object",
+                "properties": {
+                    "event_id": {"type": "string"},
+                    "source": {"type": "string"},
+                    "type": {"type": "string"},
+                    "received_at": {"type": "number"},
+                    "state": {"type": "string", "enum": ["fulfilled", "in_progress", "failed"]},
+                    "units": {"type": "array", "items": openapi.ref("Unit")},
+                },
+            },
+            "DeadLetter": {
+                "type": "object",
+                "properties": {
+                    name: {"type": kind}
+                    for name, kind in (
+                        ("id", "string"),
+                        ("event_id", "string"),
+                        ("source", "string"),
+                        ("provider", "string"),
+                        ("product", "string"),
+                        ("reason", "string"),
+                        ("error_type", "string"),
+                        ("detail", "string"),
+                        ("attempts", "integer"),
+                        ("created_at", "number"),
+                        ("status", "string"),
+                        ("times", "integer"),
+                    )
+                }
+                | {"status_code": {"type": ["integer", "null"]}},
+            },
+        }
+    )
+    not_found = openapi.problem_response("No such dead letter.", "dead-letter-not-found")
+    handled = openapi.problem_response("Already replayed or discarded.", "dead-letter-not-waiting")
+    openapi.PATHS.update(
+        {
+            "/fulfillments/{event_id}": {
+                "get": {
+                    "summary": "Each unit's ledger state, attempts and references (codes masked).",
+                    "tags": ["admin"],
+                    "security": security,
+                    "parameters": [
+                        {
+                            "name": "event_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        }
+                    ],
+                    "responses": {
+                        "200": openapi.json_response(
+                            "The event's units.", openapi.ref("Fulfillment")
+                        ),
+                        "401": unauthorized,
+                        "404": openapi.problem_response("Unknown event.", "event-not-found"),
+                    },
+                }
+            },
+            "/dead-letters": {
+                "get": {
+                    "summary": "Waiting dead letters, oldest first, filtered.",
+                    "tags": ["admin"],
+                    "security": security,
+                    "parameters": filters,
+                    "responses": {
+                        "200": openapi.json_response(
+                            "Matching letters.",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "items": {"type": "array", "items": openapi.ref("DeadLetter")},
+                                    "count": {"type": "integer"},
+                                },
+                            },
+                        ),
+                        "400": openapi.problem_response("Bad filter.", "invalid-filter"),
+                        "401": unauthorized,
+                    },
+                }
+            },
+            "/dead-letters/replay": {
+                "post": {
+                    "summary": "Replay every waiting letter matching the filter (rate-capped).",
+                    "tags": ["admin"],
+                    "security": security,
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "source": {"type": "string"},
+                                        "provider": {"type": "string"},
+                                        "reason": {"type": "string"},
+                                        "since": {"type": "number"},
+                                        "limit": {"type": "integer", "minimum": 1},
+                                        "dry_run": {"type": "boolean"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": openapi.json_response(
+                            "What was (or would be) replayed.",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "dry_run": {"type": "boolean"},
+                                    "matched": {"type": "integer"},
+                                    "replayed": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        ),
+                        "400": openapi.problem_response("Bad filter.", "invalid-filter"),
+                        "401": unauthorized,
+                        "422": openapi.problem_response("Bad body.", "validation-failed"),
+                    },
+                }
+            },
+            "/dead-letters/{letter_id}": {
+                "get": {
+                    "summary": "One dead letter with its attempt history.",
+                    "tags": ["admin"],
+                    "security": security,
+                    "parameters": [letter_id],
+                    "responses": {
+                        "200": openapi.json_response("The letter.", openapi.ref("DeadLetter")),
+                        "401": unauthorized,
+                        "404": not_found,
+                    },
+                },
+                "delete": {
+                    "summary": "Discard a waiting letter (recorded in the audit log).",
+                    "tags": ["admin"],
+                    "security": security,
+                    "parameters": [letter_id],
+                    "responses": {
+                        "200": openapi.json_response("Discarded.", {"type": "object"}),
+                        "401": unauthorized,
+                        "404": not_found,
+                        "409": handled,
+                    },
+                },
+            },
+            "/dead-letters/{letter_id}/replay": {
+                "post": {
+                    "summary": "Replay one letter under the same idempotency key.",
+                    "tags": ["admin"],
+                    "security": security,
+                    "parameters": [letter_id],
+                    "responses": {
+                        "202": openapi.json_response("Back on the schedule.", {"type": "object"}),
+                        "401": unauthorized,
+                        "404": not_found,
+                        "409": handled,
+                    },
+                }
+            },
+        }
+    )
+
+
+_describe()
