@@ -34,7 +34,10 @@ class RetryPolicy:
         self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
     ) -> float:
         """Seconds to wait after ``attempt`` (1-based) failed: uniform in [0, capped exp]."""
-        ceiling = min(self.max_delay_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        # The exponent is capped so a huge attempt count cannot overflow the float.
+        ceiling = min(
+            self.max_delay_seconds, self.base_seconds * 2.0 ** min(max(0, attempt - 1), 62)
+        )
         delay = (rng or random).uniform(0, ceiling)
         if retry_after is not None:
             delay = max(delay, retry_after)

@@ -87,7 +87,9 @@ class Rules:
         self, source: str, event_type: str, fields: Mapping[str, str]
     ) -> Route | Rule | None:
         """A Route to fulfil; the matching ignore Rule; or None when nothing matches."""
-        direct = route_from_product(fields)
+        # Only internal producers may name their own provider + product; a Coniq event's
+        # fields must go through the rules.
+        direct = route_from_product(fields) if source == "internal" else None
         if direct is not None:
             return direct
         for rule in self.rules:
@@ -166,7 +168,8 @@ def _parse_rule(raw: Any, position: int) -> Rule:
     match = raw.get("match", {})
     if not isinstance(match, dict) or not all(isinstance(v, str | int) for v in match.values()):
         raise fail("match", "must be a table of string or integer values")
-    match = {str(k): str(v) for k, v in match.items()}
+    # Booleans as the edge records them (JSON spelling), so `flag = true` matches.
+    match = {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in match.items()}
     action = raw.get("action", "fulfil")
     if action not in ("fulfil", "ignore"):
         raise fail("action", "must be 'fulfil' or 'ignore'")
@@ -184,16 +187,21 @@ def _parse_rule(raw: Any, position: int) -> Rule:
         raise fail(sorted(extra)[0], f"is not a {provider} rule field")
     if provider == "ifeelgoods":
         promotion_id, sku = raw.get("promotion_id"), raw.get("sku")
-        if not isinstance(promotion_id, int) or promotion_id <= 0:
+        if not _positive_int(promotion_id):
             raise fail("promotion_id", "must be a positive integer")
         if not isinstance(sku, str) or not sku:
             raise fail("sku", "must be a non-empty string")
-        route = Route("ifeelgoods", name, promotion_id=promotion_id, sku=sku)
+        route = Route("ifeelgoods", name, promotion_id=int(promotion_id or 0), sku=sku)
     else:
         program_id, token = raw.get("program_id"), raw.get("item_order_token")
-        if not isinstance(program_id, int) or program_id <= 0:
+        if not _positive_int(program_id):
             raise fail("program_id", "must be a positive integer")
         if not isinstance(token, str) or not token:
             raise fail("item_order_token", "must be a non-empty string")
-        route = Route("rewardops", name, program_id=program_id, item_order_token=token)
+        route = Route("rewardops", name, program_id=int(program_id or 0), item_order_token=token)
     return Rule(name, source, event, match, route)
+
+
+def _positive_int(value: Any) -> bool:
+    """A TOML integer above zero (TOML booleans are ints in Python: refuse them)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -23,12 +23,12 @@ except SettingsError as _exc:
 app = make_celery(settings)
 
 
-@celeryd_init.connect
+@celeryd_init.connect  # type: ignore[untyped-decorator]
 def _init_worker(**_: object) -> None:
     configure_logging(settings)
     init_sentry(settings, component="worker")
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _init_child(**_: object) -> None:
     init_sentry(settings, component="worker")

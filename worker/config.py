@@ -8,6 +8,7 @@ anything.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,9 @@ from urllib.parse import urlsplit
 __all__ = ["Settings", "SettingsError", "DEFAULT_RULES_FILE"]
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("rules.example.toml")
+# Environment names whose Settings field is spelt differently.
+ENV_ALIASES = {"CELERY_BROKER_URL": "broker_url", "RR_KEY_PREFIX": "key_prefix"}
+_URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*):([^@/]+)@")
 _WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/=]{8,}$")
 
 
@@ -113,9 +117,9 @@ class Settings:
     def require(self, *names: str) -> None:
         """Fail with ``SettingsError`` if any named setting (env variable name) is empty."""
         attrs = {f.name.upper(): f.name for f in fields(self)}
-        aliases = {"CONIQ_WEBHOOK_SECRETS": "coniq_webhook_secrets"}
+        attrs.update(ENV_ALIASES)
         for name in names:
-            attr = aliases.get(name) or attrs.get(name)
+            attr = attrs.get(name)
             if attr is None:
                 raise KeyError(name)
             if not getattr(self, attr):
@@ -130,8 +134,14 @@ class Settings:
                 value = (
                     [_redacted(v) for v in value] if isinstance(value, tuple) else _redacted(value)
                 )
+            if isinstance(value, str) and "://" in value:
+                value = _URL_PASSWORD.sub(r"\1:***@", value)
             out[f.name.upper()] = str(value) if isinstance(value, Path) else value
         return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"Settings({shown})"
 
 
 def _text(env: Mapping[str, str], name: str, default: str, *, pattern: str) -> str:
@@ -184,6 +194,8 @@ def _float(env: Mapping[str, str], name: str, default: float, *, low: float) -> 
         value = float(raw)
     except ValueError:
         raise SettingsError(name, f"must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(name, f"must be a finite number, got {raw!r}")
     if value < low:
         raise SettingsError(name, f"must be at least {low}, got {value}")
     return value
@@ -200,7 +212,7 @@ def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = env.get(name, "").strip()
     path = Path(raw).expanduser() if raw else default
     if not path.is_file():
-        raise SettingsError(name, f"file not found: {path}")
+        raise SettingsError(name, f"file not found: {str(path)!r}")
     return path
 
 
