@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tasks.routing import Route, Rules, RulesError, load_rules, route_from_product
+from tasks.routing import Route, Rule, Rules, RulesError, load_rules, route_from_product
 from worker.config import DEFAULT_RULES_FILE
 
 
@@ -407,11 +407,6 @@ def test_malformed_document_shape_raises_rules_error(tmp_path, text):
         load_rules(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tasks/routing.py _parse_rule accepts a TOML boolean as promotion_id/program_id "
-    "(bool is an int subclass)",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -430,11 +425,6 @@ def test_boolean_product_id_is_rejected(tmp_path, text):
         load_rules(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tasks/routing.py _parse_rule stores a boolean match value as 'True' while "
-    "webhooks/units.py scalar_fields records 'true', so the rule never matches",
-)
 def test_boolean_match_value_matches_unit_recorded_at_the_edge(tmp_path):
     # given a rule matching a boolean data field
     path = write_rules(
@@ -457,11 +447,6 @@ def test_boolean_match_value_matches_unit_recorded_at_the_edge(tmp_path):
     assert route is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tasks/routing.py Rules.route honours provider+product fields for any source, "
-    "so a Coniq event can pick its own product; only internal events may",
-)
 def test_coniq_unit_cannot_choose_its_own_product(tmp_path):
     # given a rule for gold-tier coniq points events
     path = write_rules(
@@ -483,6 +468,30 @@ def test_coniq_unit_cannot_choose_its_own_product(tmp_path):
     route = rules.route("coniq", "points.updated", fields)
     # then no rule matched, so it is unroutable
     assert route is None
+
+
+@pytest.mark.parametrize(
+    ("source", "event_type", "fields", "expected"),
+    [
+        ("coniq", "customer.created", {}, "coniq-customer-events"),  # the ignore rule
+        ("coniq", "reward.issued", {"offer_id": "1001"}, "coniq-gift-card"),
+        ("coniq", "reward.issued", {"offer_id": "9999"}, None),  # unroutable
+        ("internal", "reward.granted", {"provider": "rewardops", "product": "1/t"}, "event"),
+    ],
+)
+def test_decide_tells_ignored_from_unroutable(example_rules, source, event_type, fields, expected):
+    # given the example rules
+    # when
+    decision = example_rules.decide(source, event_type, fields)
+    # then an ignore rule is returned itself, a fulfil rule as its route, no match as None
+    if expected is None:
+        assert decision is None
+    elif expected == "coniq-customer-events":
+        assert isinstance(decision, Rule)
+        assert (decision.name, decision.route) == (expected, None)
+    else:
+        assert isinstance(decision, Route)
+        assert decision.rule == expected
 
 
 def test_internal_unit_naming_provider_and_product_bypasses_rules(example_rules):

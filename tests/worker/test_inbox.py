@@ -141,11 +141,6 @@ def test_mark_dispatched_counts_each_unit_once(inbox, redis_client, keys):
     assert accept(inbox, "evt_mark", units=2) is InboxOutcome.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: worker/stores/inbox.py _MARK_DISPATCHED runs HSETNX before checking the unit "
-    "exists: for an unknown unit it creates a stray hash and then errors concatenating nil",
-)
 def test_mark_dispatched_of_unknown_unit_is_false_and_writes_nothing(inbox, redis_client, keys):
     # given no such unit
     # when
