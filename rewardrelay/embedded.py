@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_executable", "free_port"]
 
@@ -140,7 +142,7 @@ class EmbeddedRedis:
     def _wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1.0)
+        client = self._client(timeout=1.0)
         try:
             while True:
                 code = self.process.poll()
@@ -164,6 +166,13 @@ class EmbeddedRedis:
         finally:
             client.close()
 
+    def _client(self, *, timeout: float) -> redis.Redis:
+        # No retries: a refused connection is an answer here (not started yet, or gone
+        # after SHUTDOWN), and redis-py's default retries would only add seconds of backoff.
+        return redis.Redis(
+            host=self.host, port=self.port, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+
     def _log_tail(self) -> str:
         stderr = b""
         if self.process is not None and self.process.stderr is not None:
@@ -181,9 +190,7 @@ class EmbeddedRedis:
         if process is None:
             return
         if process.poll() is None:
-            client = redis.Redis(
-                host=self.host, port=self.port, socket_timeout=STOP_TIMEOUT_SECONDS
-            )
+            client = self._client(timeout=STOP_TIMEOUT_SECONDS)
             try:
                 client.shutdown()
             except redis.RedisError:

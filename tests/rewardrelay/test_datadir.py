@@ -1,0 +1,112 @@
+"""The data directory generates secrets once, keeps them private, and never overrides
+variables that are set."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+
+from rewardrelay.datadir import SECRET_VARIABLES, DataDir
+from webhooks.signatures import decode_secret
+from worker.config import Settings
+
+
+def test_generates_secrets_once_and_reuses_them(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+
+    # when
+    first = directory.secrets()
+    second = DataDir(tmp_path / "data").secrets()
+
+    # then
+    assert first == second
+    assert set(first.values) == set(SECRET_VARIABLES)
+    assert all(first.values.values())
+
+
+def test_settings_file_is_private(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+
+    # when
+    directory.secrets()
+
+    # then
+    assert stat.S_IMODE(os.stat(directory.settings_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(directory.path).st_mode) == 0o700
+
+
+def test_webhook_secrets_are_32_random_bytes_and_valid_settings(tmp_path):
+    # given
+    local = DataDir(tmp_path / "data").secrets()
+
+    # when
+    settings = Settings.from_env(dict(local.values))
+
+    # then
+    for name in ("CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS"):
+        secret = local[name]
+        assert secret.startswith("whsec_")
+        assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+        assert len(decode_secret(secret)) == 32
+    assert len(settings.admin_token) >= 16
+    assert local["CONIQ_WEBHOOK_SECRETS"] != local["EVENT_SECRETS"]
+
+
+def test_fills_in_a_value_missing_from_an_older_file(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+    directory.ensure()
+    directory.settings_file.write_text("ADMIN_TOKEN='kept-admin-token-1234567890'\n")
+
+    # when
+    local = directory.secrets()
+
+    # then
+    assert local["ADMIN_TOKEN"] == "kept-admin-token-1234567890"
+    assert local["EVENT_SECRETS"].startswith("whsec_")
+
+
+def test_client_environ_uses_set_variables_first(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+    environ = {"ADMIN_TOKEN": "from-the-environment-123456"}
+
+    # when
+    env = directory.client_environ(environ)
+
+    # then
+    assert env["ADMIN_TOKEN"] == "from-the-environment-123456"
+    assert env["EVENT_SECRETS"] == directory.secrets()["EVENT_SECRETS"]
+    # Provider credentials are only lent to a running stack's sandboxes.
+    assert "IFEELGOODS_API_KEY" not in env
+
+
+def test_client_environ_creates_nothing_when_everything_is_set(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+    environ = {"CONIQ_WEBHOOK_SECRETS": "a", "EVENT_SECRETS": "b", "ADMIN_TOKEN": "c"}
+
+    # when
+    directory.client_environ(environ)
+
+    # then
+    assert not directory.path.exists()
+
+
+def test_running_stack_is_ignored_once_its_process_is_gone(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+    directory.write_stack({"pid": os.getpid(), "env": {"PORT": "9001"}, "sandboxes": []})
+    live = directory.running_stack()
+    directory.write_stack({"pid": 2**22 + 12345, "env": {"PORT": "9001"}, "sandboxes": []})
+
+    # when
+    dead = directory.running_stack()
+
+    # then
+    assert live is not None and live["env"]["PORT"] == "9001"
+    assert dead is None
+    assert directory.client_environ({}).get("PORT") is None

@@ -1,0 +1,124 @@
+"""``rewardrelay status``: exit 0 when done, 1 when failed, 3 while in progress."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rewardrelay.cli import main
+
+from .conftest import ADMIN_TOKEN, problem
+
+
+def _fulfillment(*states: str) -> dict:
+    return {
+        "event_id": "evt_1",
+        "source": "coniq",
+        "type": "reward.issued",
+        "received_at": 1795437040.1,
+        "state": "in_progress",
+        "units": [
+            {
+                "id": f"evt_1:0:{index}",
+                "state": state,
+                "attempts": 1,
+                "provider": "ifeelgoods",
+                "provider_ref": "R-1" if state == "fulfilled" else None,
+                "codes": ["****1234"] if state == "fulfilled" else [],
+                "last_error": {"detail": "HTTP 503"} if state == "retrying" else {},
+                "next_attempt_at": None,
+                "dead_letter_id": f"evt_1:0:{index}" if state == "dead_lettered" else None,
+            }
+            for index, state in enumerate(states)
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        (("fulfilled",), 0),
+        (("fulfilled", "ignored"), 0),
+        (("fulfilled", "dead_lettered"), 1),
+        (("unroutable",), 1),
+        (("retrying", "dead_lettered"), 1),
+        (("fulfilled", "retrying"), 3),
+        (("pending",), 3),
+        (("awaiting_delivery",), 3),
+    ],
+)
+def test_exit_code_follows_the_units(cli_env, stub_server, capsys, states, expected):
+    # given
+    stub_server.handler = lambda _r: (200, _fulfillment(*states))
+
+    # when
+    code = main(["status", "evt_1", "--url", stub_server.url])
+
+    # then
+    assert code == expected
+    [request] = stub_server.requests
+    assert request.path == "/fulfillments/evt_1"
+    assert request.headers["authorization"] == f"Bearer {ADMIN_TOKEN}"
+    out = capsys.readouterr().out
+    for index, state in enumerate(states):
+        assert f"evt_1:0:{index}  {state}" in out
+
+
+def test_wait_polls_until_terminal(cli_env, stub_server, capsys):
+    # given
+    answers = iter([_fulfillment("pending"), _fulfillment("submitting")])
+    stub_server.handler = lambda _r: (200, next(answers, _fulfillment("fulfilled")))
+
+    # when
+    code = main(["status", "evt_1", "--wait", "10", "--url", stub_server.url])
+
+    # then
+    assert code == 0
+    assert len(stub_server.requests) == 3
+
+
+def test_wait_gives_up_with_3_while_still_in_progress(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, _fulfillment("retrying"))
+
+    # when
+    code = main(["status", "evt_1", "--wait", "0.6", "--url", stub_server.url])
+
+    # then
+    assert code == 3
+    assert len(stub_server.requests) >= 2
+
+
+def test_json_prints_the_api_answer(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, _fulfillment("fulfilled"))
+
+    # when
+    code = main(["status", "evt_1", "--json", "--url", stub_server.url])
+
+    # then
+    assert code == 0
+    assert json.loads(capsys.readouterr().out) == _fulfillment("fulfilled")
+
+
+def test_unknown_event_prints_the_problem_and_exits_4(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: problem(404, "event-not-found", "No accepted event.")
+
+    # when
+    code = main(["status", "evt_404", "--url", stub_server.url])
+
+    # then
+    err = capsys.readouterr().err.strip()
+    assert code == 4
+    assert err == "rewardrelay: HTTP 404 event-not-found: No accepted event."
+
+
+def test_unreachable_receiver_exits_4(cli_env, capsys):
+    # when
+    code = main(["status", "evt_1", "--url", "http://127.0.0.1:9"])
+
+    # then
+    assert code == 4
+    assert "cannot reach" in capsys.readouterr().err
