@@ -174,7 +174,8 @@ def get_dead_letter(letter_id: str) -> ResponseReturnValue:
     letter = letters.get(letter_id)
     if letter is None:
         raise ProblemError(404, "dead-letter-not-found", f"No dead letter has id {letter_id!r}.")
-    return jsonify(**letter.to_dict(), attempts=ledger.attempts(letter_id))
+    # The letter's ``attempts`` count is replaced by the full attempt history.
+    return jsonify({**letter.to_dict(), "attempts": ledger.attempts(letter_id)})
 
 
 @bp.post("/dead-letters/<path:letter_id>/replay")

@@ -122,7 +122,8 @@ class Settings:
             attr = attrs.get(name)
             if attr is None:
                 raise KeyError(name)
-            if not getattr(self, attr):
+            value = self.celery_broker_url if name == "CELERY_BROKER_URL" else getattr(self, attr)
+            if not value:
                 raise SettingsError(name, "is required but not set")
 
     def redacted(self) -> dict[str, object]:

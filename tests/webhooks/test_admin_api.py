@@ -297,11 +297,6 @@ def test_list_dead_letters_rejects_bad_filters(client, admin, query, field):
     assert field in body["errors"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: webhooks/admin.py get_dead_letter calls jsonify(**letter.to_dict(), "
-    "attempts=...) but to_dict() already has 'attempts', so every show is a 500 TypeError",
-)
 def test_show_dead_letter_includes_attempt_history(client, admin, seed):
     # given a unit that was retried once and then dead-lettered
     now = time.time()

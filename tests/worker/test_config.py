@@ -287,11 +287,6 @@ def test_require_accepts_every_environment_variable_name(variable):
     settings.require(variable)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: worker/config.py ENV_ALIASES maps CELERY_BROKER_URL to broker_url, so "
-    "require() fails although the broker defaults to REDIS_URL (celery_broker_url)",
-)
 def test_require_broker_url_is_satisfied_by_redis_url_default():
     # given only REDIS_URL (the broker defaults to it)
     settings = Settings.from_env({"REDIS_URL": "redis://cache.internal:6379/0"})
