@@ -301,16 +301,23 @@ class EnvelopeSchema(_Strict):
     data = fields.Dict(keys=fields.String(), required=True)
 
 
+# Built once: a Schema's construction deep-copies its declared fields, which cost more than
+# the validation itself when done per request. Loading does not mutate the instances.
+_ENVELOPE = EnvelopeSchema()
+_REWARD_ISSUED = RewardIssuedSchema()
+_REWARD_GRANTED = RewardGrantedSchema()
+
+
 def _data_schema(source: str, event_type: str) -> Schema | None:
     """The schema for ``data``, None for free-form; ValidationError for unknown types."""
     if source == "coniq":
         if event_type == "reward.issued":
-            return RewardIssuedSchema()
+            return _REWARD_ISSUED
         if event_type in CONIQ_TYPES or _CONIQ_FAMILIES.match(event_type):
             return None
         raise ValidationError({"type": [f"Unknown Coniq event type {event_type!r}."]})
     if event_type == "reward.granted":
-        return RewardGrantedSchema()
+        return _REWARD_GRANTED
     return None
 
 
@@ -323,7 +330,7 @@ def load_event(source: str, document: Any) -> Event:
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
-    envelope: dict[str, Any] = EnvelopeSchema().load(document)
+    envelope: dict[str, Any] = _ENVELOPE.load(document)
     schema = _data_schema(source, envelope["type"])
     data: RewardIssued | RewardGranted | Mapping[str, Any] = envelope["data"]
     if schema is not None:
