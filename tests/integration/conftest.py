@@ -30,6 +30,12 @@ from sandboxes import SandboxControl, serve_in_thread
 from sandboxes.ifeelgoods import create_app as ifeelgoods_app
 from sandboxes.rewardops import create_app as rewardops_app
 from tasks.dispatch import Dispatcher
+from tests.conftest import (
+    TEST_ADMIN_TOKEN,
+    TEST_CONIQ_SECRET,
+    TEST_EVENT_SECRET,
+    redis_url,
+)
 from webhooks import create_app
 from webhooks.signatures import signed_headers
 from worker.celery_app import FULFILL_TASK, make_celery
@@ -39,13 +45,6 @@ from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import Ledger
 from worker.stores.models import TERMINAL_STATES
-
-from tests.conftest import (
-    TEST_ADMIN_TOKEN,
-    TEST_CONIQ_SECRET,
-    TEST_EVENT_SECRET,
-    redis_url,
-)
 
 BROKER_DB = 15
 AMQP_URL = os.environ.get("RR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -151,9 +150,7 @@ class Stack:
     # processes -----------------------------------------------------------------------
     def start_edge(self) -> None:
         app = create_app(self.settings)
-        self._edge = make_server(
-            "127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler
-        )
+        self._edge = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
         threading.Thread(target=self._edge.serve_forever, daemon=True).start()
         self.edge_url = f"http://127.0.0.1:{self._edge.server_port}"
 
@@ -164,8 +161,11 @@ class Stack:
             celery.send_task(FULFILL_TASK, args=[unit_id])
 
         dispatcher = Dispatcher(
-            redis.Redis.from_url(self.settings.redis_url), self.keys, publish,
-            stale_after=self.settings.unit_stale_seconds, consumer="it-relay",
+            redis.Redis.from_url(self.settings.redis_url),
+            self.keys,
+            publish,
+            stale_after=self.settings.unit_stale_seconds,
+            consumer="it-relay",
         )
         dispatcher.ensure_group()
 
@@ -184,16 +184,35 @@ class Stack:
         self._relay = threading.Thread(target=loop, daemon=True, name="it-relay")
         self._relay.start()
 
-    def start_worker(self, concurrency: int = 2, name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, concurrency: int = 2, name: str | None = None
+    ) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}-{self.prefix}"
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-                "-c", str(concurrency), "-P", "prefork", "-l", "info", "-n", f"{name}@%h",
-                "--without-gossip", "--without-mingle", "-E",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "-c",
+                str(concurrency),
+                "-P",
+                "prefork",
+                "-l",
+                "info",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-E",
             ],
-            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.workers.append(proc)
@@ -213,10 +232,21 @@ class Stack:
         log = open(self.tmp / "beat.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "info",
-                "-s", str(self.tmp / "beat-schedule"),
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "beat",
+                "-l",
+                "info",
+                "-s",
+                str(self.tmp / "beat-schedule"),
             ],
-            env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.workers.append(proc)
@@ -253,7 +283,9 @@ class Stack:
     def send(self, event: dict[str, Any], *, source: str = "coniq") -> httpx.Response:
         raw = json.dumps(event).encode()
         path, secret = (
-            ("/webhooks/coniq", TEST_CONIQ_SECRET) if source == "coniq" else ("/events", TEST_EVENT_SECRET)
+            ("/webhooks/coniq", TEST_CONIQ_SECRET)
+            if source == "coniq"
+            else ("/events", TEST_EVENT_SECRET)
         )
         headers = signed_headers(raw, secret, event["id"])
         headers["Content-Type"] = "application/json"
@@ -284,7 +316,9 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def sandboxes_running(redis_available: None) -> Iterator[tuple[Any, Any]]:
-    ifg = serve_in_thread(ifeelgoods_app(api_key=IFG_KEY, api_secret=IFG_SECRET), log_requests=False)
+    ifg = serve_in_thread(
+        ifeelgoods_app(api_key=IFG_KEY, api_secret=IFG_SECRET), log_requests=False
+    )
     rops = serve_in_thread(
         rewardops_app(client_id=ROPS_ID, client_secret=ROPS_SECRET), log_requests=False
     )
@@ -318,7 +352,9 @@ def _flush_broker_db() -> None:
 
 @pytest.fixture
 def make_stack(
-    tmp_path: Path, sandboxes_running: tuple[Any, Any], ifeelgoods: SandboxControl,
+    tmp_path: Path,
+    sandboxes_running: tuple[Any, Any],
+    ifeelgoods: SandboxControl,
     rewardops: SandboxControl,
 ) -> Iterator[Any]:
     """Start a stack with extra environment (e.g. SENTRY_DSN); stopped at teardown."""

@@ -171,7 +171,10 @@ def test_permanent_error_dead_letters_then_replay_fulfils_once(stack: Stack, ife
         headers={"Authorization": f"Bearer {stack.settings.admin_token}"},
     )
     deadline = time.time() + 20
-    while time.time() < deadline and stack.fulfillment(event["id"])["units"][0]["state"] != "fulfilled":
+    while (
+        time.time() < deadline
+        and stack.fulfillment(event["id"])["units"][0]["state"] != "fulfilled"
+    ):
         time.sleep(0.1)
 
     # then the unit is fulfilled under the same key, issued exactly once

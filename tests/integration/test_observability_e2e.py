@@ -80,8 +80,12 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     dsn = f"http://publickey@127.0.0.1:{sentry.server_port}/42"
     stack: Stack = make_stack({"SENTRY_DSN": dsn, "RETRY_MAX_ATTEMPTS": "3"})
     ifeelgoods.set_faults(
-        {"method": "POST", "path": "/fulfillment/v2/promotions/1/redemptions", "kind": "status",
-         "status": 503}
+        {
+            "method": "POST",
+            "path": "/fulfillment/v2/promotions/1/redemptions",
+            "kind": "status",
+            "status": 503,
+        }
     )
     events = [coniq_reward() for _ in range(2)]
 
@@ -102,7 +106,13 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     unit_ids = {f"{e['id']}:0:0" for e in events}
     assert {dict(ev["tags"])["unit_id"] for ev in received} == unit_ids
     raw = b"".join(sentry.envelopes).decode(errors="replace")
-    for secret in (IFG_SECRET, ROPS_SECRET, stack.settings.admin_token, "whsec_", "ada@example.com"):
+    for secret in (
+        IFG_SECRET,
+        ROPS_SECRET,
+        stack.settings.admin_token,
+        "whsec_",
+        "ada@example.com",
+    ):
         assert secret not in raw
 
 
@@ -118,10 +128,21 @@ def test_flower_lists_fulfilment_tasks_by_name_and_state_without_personal_data(
     # given a real Flower process watching the real worker
     port = _free_port()
     flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}",
-         "--address=127.0.0.1"],
-        env={**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        env={**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 30

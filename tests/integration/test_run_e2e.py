@@ -39,7 +39,11 @@ def _clean_env(data_dir: Path, port: int) -> dict[str, str]:
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rewardrelay.cli", *args],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -47,7 +51,11 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "rewardrelay.cli", "run", "--no-flower"],
-        env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        cwd=REPO,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.time() + 60
     while time.time() < deadline:
