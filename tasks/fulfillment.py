@@ -27,7 +27,7 @@ from tasks.providers.errors import (
 )
 from tasks.routing import Route
 from tasks.runtime import WorkerRuntime
-from worker import observability
+from worker import metrics, observability
 from worker.stores.ledger import AttemptRecord, BeginDecision
 from worker.stores.models import Unit, UnitState
 
@@ -53,6 +53,11 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
         return Outcome(unit_id, f"skipped-{begin.decision.value}", begin.previous_state)
     unit = rt.ledger.get(unit_id)
     assert unit is not None  # begin() saw it
+    if begin.attempt == 1:
+        metrics.observe_pickup(started - unit.created_at)
+    observability.unit_event(
+        f"unit attempt {begin.attempt} begins ({begin.decision.value})", unit, task_id=task_id
+    )
     attempt = _Attempt(rt, unit, begin.attempt, begin.decision, started, task_id)
 
     route = rt.rules.decide(unit.source, unit.event_type, unit.match)
@@ -66,7 +71,7 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
     key = provider_key(unit_id)
     with observability.unit_context(unit, provider=route.provider, task_id=task_id):
         try:
-            result = rt.fulfiller(route.provider).fulfil(key, route, recipient, begin.decision)
+            result = _call_provider(rt, route, key, recipient, begin.decision)
         except RateLimitedError as exc:
             return attempt.retry(UnitState.RETRYING, exc, route.to_dict(), exc.retry_after)
         except UnknownOutcomeError as exc:
@@ -81,6 +86,42 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
             log.exception("unexpected error fulfilling a unit", extra={"unit_id": unit_id})
             return attempt.retry(UnitState.UNKNOWN, exc, route.to_dict(), None)
         return attempt.succeeded(result, route.to_dict())
+
+
+def _call_provider(
+    rt: WorkerRuntime, route: Route, key: str, recipient: Recipient, decision: BeginDecision
+) -> ProviderResult:
+    """The provider call, timed by provider and outcome, and logged (no codes)."""
+    started = time.perf_counter()
+    outcome, reference = "error", ""
+    try:
+        result = rt.fulfiller(route.provider).fulfil(key, route, recipient, decision)
+        outcome, reference = result.kind.value, result.reference
+        return result
+    except ProviderError as exc:
+        outcome = _call_outcome(exc)
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.observe_provider_call(route.provider, outcome, elapsed)
+        log.info(
+            "provider call (%s) %s in %d ms",
+            decision.value,
+            outcome,
+            elapsed * 1000,
+            extra={"provider_ref": reference} if reference else None,
+        )
+
+
+def _call_outcome(error: ProviderError) -> str:
+    """A small, fixed label set for the latency histogram."""
+    if isinstance(error, RateLimitedError):
+        return "rate_limited"
+    if isinstance(error, UnknownOutcomeError):
+        return "unknown"
+    if isinstance(error, PermanentProviderError):
+        return "permanent"
+    return "transient"
 
 
 def _recipient(rt: WorkerRuntime, unit: Unit) -> Recipient | None:
@@ -147,11 +188,19 @@ class _Attempt:
             fields["next_attempt_at"] = next_at
             fields["round_attempts"] = 0  # the attempt budget counts consecutive failures
             self._finish(UnitState.AWAITING_DELIVERY, "awaiting", fields, next_at)
+            observability.unit_event(
+                "unit awaiting delivery",
+                self.unit,
+                provider=route["provider"],
+                provider_ref=result.reference,
+                task_id=self.task_id,
+            )
             return Outcome(self.unit.id, "awaiting", UnitState.AWAITING_DELIVERY)
         fields["codes"] = json.dumps(list(result.codes))
         fields["links"] = json.dumps(list(result.links))
         fields["fulfilled_at"] = now
-        self._finish(UnitState.FULFILLED, "fulfilled", fields, None)
+        if self._finish(UnitState.FULFILLED, "fulfilled", fields, None):
+            metrics.unit_terminal(UnitState.FULFILLED, route["provider"])
         observability.unit_event(
             "unit fulfilled",
             self.unit,
@@ -180,12 +229,21 @@ class _Attempt:
             "last_error": json.dumps(_error_summary(error)),
         }
         outcome = "unknown" if state is UnitState.UNKNOWN else "retry"
-        self._finish(state, outcome, fields, retry_at, error=error)
+        reason = str(getattr(error, "reason", "unexpected"))
+        if self._finish(state, outcome, fields, retry_at, error=error):
+            metrics.retry_scheduled(route["provider"], reason)
+        observability.unit_event(
+            f"unit {outcome}: {reason}; next attempt in {delay:.1f} s",
+            self.unit,
+            level=logging.WARNING,
+            provider=route["provider"],
+            task_id=self.task_id,
+        )
         return Outcome(self.unit.id, outcome, state)
 
     def ignored(self, rule: str) -> Outcome:
         now = time.time()
-        self.rt.ledger.finish(
+        done = self.rt.ledger.finish(
             self.unit.id,
             self.number,
             UnitState.IGNORED,
@@ -194,13 +252,16 @@ class _Attempt:
             next_check_at=None,
             fields={"ignored_by": rule},
         )
+        if done:
+            metrics.unit_terminal(UnitState.IGNORED, "")
+        observability.unit_event(f"unit ignored by rule {rule}", self.unit, task_id=self.task_id)
         return Outcome(self.unit.id, "ignored", UnitState.IGNORED)
 
     def unroutable(self) -> Outcome:
         now = time.time()
         record = self._record("unroutable")
         letter = self._letter("unroutable", "", "", None, now)
-        self.rt.ledger.finish(
+        done = self.rt.ledger.finish(
             self.unit.id,
             self.number,
             UnitState.UNROUTABLE,
@@ -210,6 +271,8 @@ class _Attempt:
             index=self.rt.keys.unroutable,
             dead_letter=letter,
         )
+        if done:
+            metrics.unit_terminal(UnitState.UNROUTABLE, "")
         observability.unit_event(
             "unit unroutable", self.unit, level=logging.WARNING, task_id=self.task_id
         )
@@ -236,7 +299,10 @@ class _Attempt:
             dead_letter=letter,
         )
         if done:
-            observability.report_dead_letter(self.unit, reason, provider, error)
+            metrics.unit_terminal(UnitState.DEAD_LETTERED, provider)
+            observability.report_dead_letter(
+                self.unit, reason, provider, error, task_id=self.task_id
+            )
         return Outcome(self.unit.id, "dead_lettered", UnitState.DEAD_LETTERED)
 
     def _letter(
@@ -265,8 +331,9 @@ class _Attempt:
         fields: dict[str, str | float | int],
         next_check_at: float | None,
         error: BaseException | None = None,
-    ) -> None:
-        self.rt.ledger.finish(
+    ) -> bool:
+        """True when the ledger took the transition (False: this attempt was fenced out)."""
+        return self.rt.ledger.finish(
             self.unit.id,
             self.number,
             state,

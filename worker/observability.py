@@ -25,6 +25,7 @@ from worker.stores.models import Unit
 
 __all__ = [
     "configure_logging",
+    "event_context",
     "init_sentry",
     "unit_context",
     "unit_event",
@@ -104,6 +105,27 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
 
 
 @contextlib.contextmanager
+def _context(values: dict[str, str]) -> Iterator[None]:
+    """Log context (every line in the block) and Sentry tags (events and breadcrumbs)."""
+    present = {k: v for k, v in values.items() if v}
+    token = _CONTEXT.set({**_CONTEXT.get({}), **present})
+    try:
+        with sentry_sdk.new_scope() as scope:
+            for name, value in present.items():
+                scope.set_tag(name, value)
+            yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+@contextlib.contextmanager
+def event_context(event_id: str, source: str) -> Iterator[None]:
+    """At the edge: attach the event id and source to log lines and Sentry in the block."""
+    with _context({"event_id": event_id, "source": source}):
+        yield
+
+
+@contextlib.contextmanager
 def unit_context(unit: Unit, *, provider: str = "", task_id: str = "") -> Iterator[None]:
     """Attach the unit's ids to every log line and Sentry scope inside the block."""
     values = {
@@ -113,15 +135,8 @@ def unit_context(unit: Unit, *, provider: str = "", task_id: str = "") -> Iterat
         "provider": provider,
         "task_id": task_id,
     }
-    token = _CONTEXT.set({k: v for k, v in values.items() if v})
-    try:
-        with sentry_sdk.new_scope() as scope:
-            for name, value in values.items():
-                if value:
-                    scope.set_tag(name, value)
-            yield
-    finally:
-        _CONTEXT.reset(token)
+    with _context(values):
+        yield
 
 
 def unit_event(message: str, unit: Unit, *, level: int = logging.INFO, **fields: str) -> None:
@@ -130,9 +145,17 @@ def unit_event(message: str, unit: Unit, *, level: int = logging.INFO, **fields:
     log.log(level, message, extra=extra)
 
 
-def report_dead_letter(unit: Unit, reason: str, provider: str, error: BaseException | None) -> None:
+def report_dead_letter(
+    unit: Unit, reason: str, provider: str, error: BaseException | None, *, task_id: str = ""
+) -> None:
     """Log the dead letter and send exactly one Sentry event for it (no codes, no PII)."""
-    unit_event(f"unit dead-lettered: {reason}", unit, level=logging.ERROR, provider=provider)
+    unit_event(
+        f"unit dead-lettered: {reason}",
+        unit,
+        level=logging.ERROR,
+        provider=provider,
+        task_id=task_id,
+    )
     if not sentry_sdk.get_client().is_active():
         return
     with sentry_sdk.new_scope() as scope:
@@ -140,6 +163,8 @@ def report_dead_letter(unit: Unit, reason: str, provider: str, error: BaseExcept
         scope.set_tag("unit_id", unit.id)
         scope.set_tag("provider", provider or "none")
         scope.set_tag("reason", reason)
+        if task_id:
+            scope.set_tag("task_id", task_id)
         scope.set_context(
             "dead_letter",
             {
