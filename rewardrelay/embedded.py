@@ -10,24 +10,53 @@ second) keeps accepted events across restarts of ``rewardrelay run``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_executable", "free_port"]
+__all__ = [
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "die_with_parent",
+    "free_port",
+    "port_open",
+    "redis_executable",
+]
 
 # How long the server may take to answer PING after it was started.
 START_TIMEOUT_SECONDS = 15.0
 # How long a SHUTDOWN (which flushes the AOF) may take before the process is terminated.
 STOP_TIMEOUT_SECONDS = 10.0
+
+
+# Linux: ask the kernel to SIGTERM a child when its parent dies (even by SIGKILL), so a
+# crashed supervisor leaves no orphan holding a port and the Redis data directory.
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a child that must not outlive its parent (Linux; else a no-op).
+
+    The kernel ties this to the *thread* that started the child: start such children from
+    a thread that lives as long as the process (the main thread).
+    """
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -80,8 +109,16 @@ class EmbeddedRedis:
     :meth:`stop`; :meth:`start` returns the ``redis://`` URL once PING answers.
     """
 
-    def __init__(self, data_dir: Path | str, port: int = 0, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        die_with_parent: bool = False,
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.die_with_parent = die_with_parent
         self.redis_dir = self.data_dir / "redis"
         self.host = host
         self.port = port
@@ -131,6 +168,7 @@ class EmbeddedRedis:
             # Its own session: a Ctrl-C in the terminal reaches only the supervisor, which
             # stops Redis last, after the processes that use it.
             start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         try:
             self._wait_ready()

@@ -13,7 +13,6 @@ timeout; Redis last), and stops everything with a non-zero exit when a child die
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import signal
@@ -24,12 +23,18 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
 from rewardrelay.datadir import PROVIDER_VARIABLES, DataDir
-from rewardrelay.embedded import EmbeddedRedis, EmbeddedRedisError, free_port, port_open
+from rewardrelay.embedded import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    die_with_parent,
+    free_port,
+    port_open,
+)
 from worker.config import Settings, SettingsError
 
 __all__ = ["run_stack", "StackError", "DEFAULT_PORT", "DEFAULT_FLOWER_PORT"]
@@ -48,19 +53,6 @@ SUPERVISE_INTERVAL_SECONDS = 0.2
 SANDBOX_BASE_PATHS = {"ifeelgoods": "/fulfillment/v2", "rewardops": "/api/v4"}
 SANDBOX_KEY_VARIABLE = {"ifeelgoods": "IFEELGOODS_API_KEY", "rewardops": "REWARDOPS_CLIENT_ID"}
 SANDBOX_URL_VARIABLE = {"ifeelgoods": "IFEELGOODS_BASE_URL", "rewardops": "REWARDOPS_BASE_URL"}
-
-# Linux: ask the kernel to SIGTERM a child when the supervisor dies (even by SIGKILL), so
-# a crashed `rewardrelay run` leaves no orphans holding ports and the Redis data.
-_PR_SET_PDEATHSIG = 1
-_prctl: Any = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError, AttributeError):
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class StackError(RuntimeError):
@@ -102,6 +94,17 @@ class Console:
         for raw in iter(stream.readline, b""):
             self.line(name, raw.decode(errors="replace").rstrip())
         stream.close()
+
+
+def _gunicorn_extra_args() -> list[str]:
+    """Options for this gunicorn version: no control socket (recent versions open one in
+    the home directory by default, which two stacks would fight over; we supervise)."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - gunicorn is a declared dependency
+        return []
+    flags = {flag for setting in KNOWN_SETTINGS for flag in (setting.cli or [])}
+    return ["--no-control-socket"] if "--no-control-socket" in flags else []
 
 
 def _port_setting(env: Mapping[str, str], name: str, given: int | None, default: int) -> int:
@@ -206,7 +209,7 @@ class Stack:
             StackError: something did not start (the message says what).
         """
         if not self.env.get("REDIS_URL", "").strip():
-            self.redis = EmbeddedRedis(self.data_dir.path)
+            self.redis = EmbeddedRedis(self.data_dir.path, die_with_parent=True)
             try:
                 self.env["REDIS_URL"] = self.redis.start()
             except EmbeddedRedisError as exc:
@@ -222,7 +225,8 @@ class Stack:
                 "web",
                 [
                     python, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "8",
-                    "-b", f"127.0.0.1:{self.port}", "webhooks:create_app()",
+                    "-b", f"127.0.0.1:{self.port}", *_gunicorn_extra_args(),
+                    "webhooks:create_app()",
                 ],
             ),
             Child(
@@ -287,7 +291,7 @@ class Stack:
             # Own process group: Ctrl-C reaches only the supervisor, which stops the
             # children in order (and can kill a child's whole group if it hangs).
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, no locks
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call, no locks
         )
         assert child.process.stdout is not None
         child.pump = threading.Thread(
