@@ -1,0 +1,81 @@
+"""``rewardrelay check``: one ok/FAIL line per item, exit 1 if any fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewardrelay.cli import main
+from rewardrelay.embedded import EmbeddedRedis
+from sandboxes.server import create_sandbox_app, serve_in_thread
+
+
+@pytest.fixture
+def local_services(tmp_path, cli_env, monkeypatch):
+    ifeelgoods = serve_in_thread(
+        create_sandbox_app("ifeelgoods", api_key="k-1", api_secret="s-1"), log_requests=False
+    )
+    rewardops = serve_in_thread(
+        create_sandbox_app("rewardops", client_id="c-1", client_secret="cs-1"),
+        log_requests=False,
+    )
+    with EmbeddedRedis(tmp_path) as server:
+        monkeypatch.setenv("REDIS_URL", server.url)
+        monkeypatch.setenv("IFEELGOODS_BASE_URL", f"{ifeelgoods.url}/fulfillment/v2")
+        monkeypatch.setenv("IFEELGOODS_API_KEY", "k-1")
+        monkeypatch.setenv("IFEELGOODS_API_SECRET", "s-1")
+        monkeypatch.setenv("REWARDOPS_BASE_URL", f"{rewardops.url}/api/v4")
+        monkeypatch.setenv("REWARDOPS_CLIENT_ID", "c-1")
+        monkeypatch.setenv("REWARDOPS_CLIENT_SECRET", "cs-1")
+        yield
+    ifeelgoods.stop()
+    rewardops.stop()
+
+
+def _items(out: str) -> dict[str, str]:
+    lines = [line for line in out.splitlines() if line[:4] in ("ok  ", "FAIL")]
+    return {line[5:].split()[0].rstrip(":"): line[:4].strip() for line in lines}
+
+
+def test_every_item_is_ok_against_reachable_services(local_services, capsys):
+    # when
+    code = main(["check"])
+
+    # then
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert _items(out) == {
+        "settings": "ok",
+        "rules": "ok",
+        "redis": "ok",
+        "broker": "ok",
+        "ifeelgoods": "ok",
+        "rewardops": "ok",
+    }
+    assert "cs-1" not in out and "s-1\n" not in out
+
+
+def test_rejected_credentials_and_unreachable_providers_fail(local_services, monkeypatch, capsys):
+    # given
+    monkeypatch.setenv("IFEELGOODS_API_SECRET", "wrong")
+    monkeypatch.setenv("REWARDOPS_BASE_URL", "http://127.0.0.1:9/api/v4")
+
+    # when
+    code = main(["check"])
+
+    # then
+    out = capsys.readouterr().out
+    assert code == 1
+    assert _items(out)["ifeelgoods"] == "FAIL"
+    assert _items(out)["rewardops"] == "FAIL"
+    assert _items(out)["redis"] == "ok"
+    assert "credentials rejected (HTTP 401)" in out
+
+
+def test_missing_redis_url_fails_the_settings_item(cli_env, capsys):
+    # when
+    code = main(["check"])
+
+    # then
+    out = capsys.readouterr().out.strip()
+    assert code == 1
+    assert out == "FAIL settings: invalid setting REDIS_URL: is required but not set"

@@ -1,0 +1,80 @@
+"""``rewardrelay run`` fills in what is unset and refuses to start on a taken port or a
+data directory another run holds. (The full run is covered end to end elsewhere.)"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from rewardrelay.datadir import DataDir
+from rewardrelay.stack import Stack, StackError
+
+
+def _environ(tmp_path, **extra: str) -> dict[str, str]:
+    return {"RR_DATA_DIR": str(tmp_path / "data"), **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unset_secrets_and_providers_come_from_the_data_dir(tmp_path):
+    # given
+    stack = Stack(port=_free_port(), flower=False, environ=_environ(tmp_path))
+
+    # when
+    settings = stack.prepare()
+    stack.stop()
+
+    # then
+    local = DataDir(tmp_path / "data").secrets()
+    assert settings.coniq_webhook_secrets == (local["CONIQ_WEBHOOK_SECRETS"],)
+    assert settings.admin_token == local["ADMIN_TOKEN"]
+    assert settings.ifeelgoods_api_key == local["IFEELGOODS_API_KEY"]
+    assert [s.name for s in stack.sandboxes] == ["ifeelgoods", "rewardops"]
+
+
+def test_set_provider_credentials_mean_no_sandbox(tmp_path):
+    # given
+    environ = _environ(tmp_path, IFEELGOODS_API_KEY="real-key", ADMIN_TOKEN="t" * 20)
+    stack = Stack(port=_free_port(), flower=False, environ=environ)
+
+    # when
+    settings = stack.prepare()
+    stack.stop()
+
+    # then
+    assert settings.ifeelgoods_api_key == "real-key"
+    assert settings.admin_token == "t" * 20
+    assert [s.name for s in stack.sandboxes] == ["rewardops"]
+
+
+def test_refuses_a_receiver_port_in_use(tmp_path):
+    # given
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        stack = Stack(port=taken.getsockname()[1], flower=False, environ=_environ(tmp_path))
+
+        # when / then
+        with pytest.raises(StackError, match="already in use"):
+            stack.prepare()
+        stack.stop()
+
+
+def test_refuses_a_data_dir_another_run_holds(tmp_path):
+    # given
+    first = Stack(port=_free_port(), flower=False, environ=_environ(tmp_path))
+    first.prepare()
+    second = Stack(port=_free_port(), flower=False, environ=_environ(tmp_path))
+
+    # when / then
+    try:
+        with pytest.raises(StackError, match="another `rewardrelay run`"):
+            second.prepare()
+    finally:
+        second.stop()
+        first.stop()
