@@ -650,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     relay.set_defaults(handler=cmd_relay)
 
     sandbox = sub.add_parser("sandbox", help="run a provider sandbox in the foreground")
-    sandbox.add_argument("name", choices=("ifeelgoods", "rewardops"))
+    # Not a fixed choice: sandboxes.server knows which sandboxes exist (and says so).
+    sandbox.add_argument("name", help="ifeelgoods, rewardops, ... (see sandboxes.server)")
     sandbox.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.set_defaults(handler=cmd_sandbox)
@@ -678,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def filters(p: argparse.ArgumentParser) -> None:
         p.add_argument("--source", choices=("coniq", "internal"))
-        p.add_argument("--provider", choices=("ifeelgoods", "rewardops"))
+        p.add_argument("--provider", help="e.g. ifeelgoods, rewardops")
         p.add_argument("--reason", help="failure reason, e.g. rejected, exhausted")
         p.add_argument("--since", help="Unix seconds, ISO 8601 time, or a duration (2h, 1d)")
         p.add_argument("--limit", type=int, default=None)
