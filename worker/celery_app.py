@@ -40,6 +40,8 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_on_failure_or_timeout=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_prefetch_multiplier=1,
+        # One queue per deployment sharing a broker (tests run several stacks at once).
+        task_default_queue=settings.task_queue,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         broker_pool_limit=10,

@@ -45,6 +45,7 @@ class Settings:
     redis_url: str = ""
     broker_url: str = ""
     key_prefix: str = "rr"
+    task_queue: str = "celery"
     coniq_webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     event_secrets: tuple[str, ...] = field(default=(), repr=False)
     webhook_tolerance_seconds: int = 300
@@ -85,6 +86,7 @@ class Settings:
                 env, "CELERY_BROKER_URL", "", ("redis", "rediss", "amqp", "pyamqp", "unix")
             ),
             key_prefix=_text(env, "RR_KEY_PREFIX", defaults.key_prefix, pattern=r"^[\w.:-]{1,40}$"),
+            task_queue=_text(env, "TASK_QUEUE", defaults.task_queue, pattern=r"^[\w.:-]{1,60}$"),
             coniq_webhook_secrets=_secrets(env, "CONIQ_WEBHOOK_SECRETS"),
             event_secrets=_secrets(env, "EVENT_SECRETS"),
             webhook_tolerance_seconds=_int(env, "WEBHOOK_TOLERANCE_SECONDS", 300, low=1),

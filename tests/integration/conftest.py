@@ -1,8 +1,9 @@
 """End-to-end harness: real Redis, real Celery worker processes, the receiver behind a
 real HTTP server, the relay loop, and both provider sandboxes as HTTP servers on loopback.
 
-Broker queues live in Redis database 15 (the tests' own), flushed before and after each
-module; ledger keys carry a unique prefix. Timings are shortened through the same
+Broker queues live in Redis database 15 (the tests' own; ``RR_TEST_BROKER_DB`` picks
+another so two checkouts can run the suite at once), and each stack has its own queue
+name and key prefix. Timings are shortened through the same
 settings an operator would use (lease, backoff, stale threshold), nothing is patched.
 """
 
@@ -46,7 +47,7 @@ from worker.stores.keys import Keys
 from worker.stores.ledger import Ledger
 from worker.stores.models import TERMINAL_STATES
 
-BROKER_DB = 15
+BROKER_DB = int(os.environ.get("RR_TEST_BROKER_DB", "15"))
 AMQP_URL = os.environ.get("RR_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 IFG_KEY, IFG_SECRET = "it-ifg-key", "it-ifg-secret-value-0001"
 ROPS_ID, ROPS_SECRET = "it-rops-client", "it-rops-secret-value-0001"
@@ -113,6 +114,7 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith(("RR_", "CELERY_"))},
             "REDIS_URL": redis_url(BROKER_DB),
             "RR_KEY_PREFIX": self.prefix,
+            "TASK_QUEUE": f"{self.prefix}-tasks",
             "CONIQ_WEBHOOK_SECRETS": TEST_CONIQ_SECRET,
             "EVENT_SECRETS": TEST_EVENT_SECRET,
             "ADMIN_TOKEN": TEST_ADMIN_TOKEN,
@@ -344,9 +346,20 @@ def rewardops(sandboxes_running: tuple[Any, Any]) -> Iterator[SandboxControl]:
         control.reset()
 
 
-def _flush_broker_db() -> None:
-    client = redis.Redis.from_url(redis_url(BROKER_DB))
-    client.flushdb()
+def _drop_queue(settings: Settings) -> None:
+    """Remove this stack's broker queue (and, on Redis, kombu's binding key)."""
+    queue = settings.task_queue
+    if settings.celery_broker_url.startswith("amqp"):
+        app = make_celery(settings)
+        try:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+                conn.default_channel.queue_delete(queue)
+        except Exception:  # noqa: BLE001 - best-effort cleanup of a test queue
+            pass
+        return
+    client = redis.Redis.from_url(settings.celery_broker_url)
+    client.delete(queue, f"_kombu.binding.{queue}")
     client.close()
 
 
@@ -367,7 +380,6 @@ def make_stack(
         relay: bool = True,
         broker: str = "redis",
     ) -> Stack:
-        _flush_broker_db()
         env = dict(extra_env or {})
         if broker == "amqp":
             env["CELERY_BROKER_URL"] = AMQP_URL
@@ -387,7 +399,7 @@ def make_stack(
     finally:
         for running in started:
             running.stop()
-        _flush_broker_db()
+            _drop_queue(running.settings)
 
 
 def _purge_amqp(settings: Settings) -> None:

@@ -220,7 +220,7 @@ def test_lost_task_message_is_found_by_the_sweep(stack: Stack, ifeelgoods) -> No
 
     # when the test deletes the message from the broker, then a worker starts
     if stack.broker == "redis":
-        assert stack.redis.delete("celery") == 1
+        assert stack.redis.delete(stack.settings.task_queue) == 1
     else:
         from tests.integration.conftest import _purge_amqp
 
