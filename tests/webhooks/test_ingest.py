@@ -11,11 +11,13 @@ from dataclasses import replace
 
 import httpx
 import pytest
+import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
+from rewardrelay.embedded import EmbeddedRedis
 from webhooks import create_app
 from webhooks.signatures import signed_headers
 from worker.stores.inbox import Inbox
@@ -390,6 +392,41 @@ def test_returns_503_with_retry_after_and_stores_nothing_when_redis_is_down(
     assert_problem(response, 503, "store-unavailable")
     assert response.headers["Retry-After"] == "5"
     assert stored_keys(redis_client, key_prefix) == []
+
+
+def test_redis_stopped_mid_life_gets_503_and_a_restart_keeps_what_was_accepted(
+    settings, signed_post, internal_event, tmp_path
+):
+    # given a receiver on its own real Redis server (append-only file on), one event accepted
+    server = EmbeddedRedis(tmp_path)
+    url = server.start()
+    try:
+        app = create_app(replace(settings, redis_url=url))
+        client = app.test_client()
+        first, refused = internal_event(), internal_event()
+        assert signed_post(client, "/events", first).status_code == 202
+
+        # when the Redis server stops and another event arrives
+        server.stop()
+        response = signed_post(client, "/events", refused)
+
+        # then the sender is told to retry later
+        assert_problem(response, 503, "store-unavailable")
+        assert response.headers["Retry-After"] == "5"
+
+        # and after a restart from the same data, the accepted event is still there, the
+        # refused one was never recorded, and its retry is accepted
+        server.start()
+        store = redis.Redis.from_url(url)
+        inbox = Inbox(store, Keys(settings.key_prefix))
+        assert inbox.get(first["id"]) is not None
+        assert inbox.get(refused["id"]) is None
+        assert signed_post(client, "/events", refused).status_code == 202
+        assert signed_post(client, "/events", first).status_code in (200, 202)
+        app.extensions["rewardrelay"].redis.close()
+        store.close()
+    finally:
+        server.stop()
 
 
 # --- through a real HTTP server ------------------------------------------------------
