@@ -79,13 +79,13 @@ class Settings:
     ignico_base_url: str = ""
     ignico_client_id: str = field(default="", repr=False)
     ignico_client_secret: str = field(default="", repr=False)
-    ignico_reward_code: str = "GIFT10"
+    ignico_reward_code: str = "IGNICO-PAYOUT"
     orders_base_url: str = ""
     orders_client_id: str = field(default="", repr=False)
     orders_client_secret: str = field(default="", repr=False)
     orders_redirect_uri: str = "http://127.0.0.1:8765/callback"
     orders_min_total: Decimal = Decimal("50")
-    orders_reward_code: str = "VOUCHER25"
+    orders_reward_code: str = "ORDER-REWARD"
     coniq_base_url: str = "https://api.coniq.com"
     coniq_api_key: str = field(default="", repr=False)
 

@@ -51,7 +51,8 @@ class PlatformOrder:
     status: str
     total: Decimal
     currency: str
-    updated_at: str  # ``YYYY-MM-DD HH:MM:SS``: sorts as text
+    created_at: str  # ``YYYY-MM-DD HH:MM:SS`` (seed 001): sorts as text
+    updated_at: str
     email: str = field(repr=False)
     first_name: str = field(default="", repr=False)
     last_name: str = field(default="", repr=False)
@@ -76,6 +77,7 @@ def _order(raw: Mapping[str, Any]) -> PlatformOrder:
         status=str(raw["status"]),
         total=Decimal(str(raw["total"])),
         currency=str(raw.get("currency") or ""),
+        created_at=str(raw.get("created_at") or ""),
         updated_at=str(raw.get("updated_at") or raw.get("created_at") or ""),
         email=str(customer.get("email") or ""),
         first_name=str(customer.get("first_name") or ""),

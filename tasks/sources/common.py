@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,12 +19,20 @@ from typing import Any
 
 import redis
 
-from tasks.sources.emit import EmitResult
+from tasks.sources.emit import EmitResult, Emitter, HttpEmitter
+from worker.config import Settings
 from worker.stores.codec import text
 from worker.stores.keys import Keys
 from worker.stores.models import UnitState
 
-__all__ = ["EventOutcome", "PollReport", "SourceKeys", "event_outcome", "source_lock"]
+__all__ = [
+    "EventOutcome",
+    "PollReport",
+    "SourceKeys",
+    "event_outcome",
+    "source_emitter",
+    "source_lock",
+]
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +162,18 @@ def event_outcome(client: redis.Redis, keys: Keys, event_id: str) -> EventOutcom
     if discarded and not in_progress:
         return EventOutcome("discarded", discarded[0] or "discarded by an operator")
     return OPEN
+
+
+_emitter_lock = threading.Lock()
+_emitters: dict[str, Emitter] = {}
+
+
+def source_emitter(settings: Settings) -> Emitter:
+    """This process's emitter to ``RECEIVER_URL``, signed with the first EVENT_SECRETS one."""
+    with _emitter_lock:
+        emitter = _emitters.get(settings.receiver_url)
+        if emitter is None:
+            secret = settings.event_secrets[0] if settings.event_secrets else ""
+            emitter = HttpEmitter(settings.receiver_url, secret)
+            _emitters[settings.receiver_url] = emitter
+        return emitter

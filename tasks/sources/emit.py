@@ -34,12 +34,14 @@ __all__ = [
     "HttpEmitter",
     "RewardEvent",
     "sign_headers",
+    "source_time",
 ]
 
 EMIT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)  # seconds; the edge answers in milliseconds
 EVENTS_PATH = "/events"
 SECRET_PREFIX = "whsec_"
 MAX_ERROR_DETAIL = 200  # characters of an edge error body kept for logs
+SOURCE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # Ignico (providers.md 4.4) and seed 001 stamps
 
 
 class EmitError(Exception):
@@ -64,21 +66,26 @@ class EmitResult(enum.StrEnum):
 
 @dataclass(frozen=True)
 class RewardEvent:
-    """An internal ``reward.granted`` event for one source item (DESIGN.md "Events")."""
+    """An internal ``reward.granted`` event for one source item (DESIGN.md "Events").
+
+    Every field, ``created_at`` included, derives from the source item alone: the inbox
+    fingerprints the whole body, so a repeat emit must be byte-for-byte the same event to be
+    answered ``200 duplicate`` rather than ``422 id-conflict``.
+    """
 
     id: str
     account_id: str
+    created_at: str  # ISO 8601 UTC (``...Z``): when the item arose at the source
     recipient: Mapping[str, Any]
     reward_code: str
     reference: str
     quantity: int = 1
 
-    def to_json(self, now: float | None = None) -> dict[str, Any]:
-        created = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "type": "reward.granted",
-            "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "created_at": self.created_at,
             "account_id": self.account_id,
             "data": {
                 "recipient": dict(self.recipient),
@@ -86,6 +93,17 @@ class RewardEvent:
                 "reference": self.reference,
             },
         }
+
+
+def source_time(stamp: str) -> str:
+    """A source's ``YYYY-MM-DD hh:mm:ss`` (UTC, no zone; Ignico and the orders platform) as
+    an ISO 8601 ``...Z`` string; an unreadable stamp gives the Unix epoch (still fixed).
+    """
+    try:
+        when = datetime.strptime(stamp.strip(), SOURCE_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        when = datetime.fromtimestamp(0, UTC)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Emitter(Protocol):

@@ -3,24 +3,25 @@
 Stage: producer (worker side, beat-scheduled). One task run does two things:
 
 poll    walk every page of pending payouts (type ``sub``, not realized, not cancelled),
-        oldest id first, from the watermark on; for each payout past the watermark emit
+        oldest id first, from the watermark on; emit each payout not yet emitted as
         ``ignico-payout-<transaction id>`` to the receiver's ``/events``; only after the
-        emit succeeded record it as unsettled and move the watermark past it. A failed
-        emit stops the walk where it is, so the next run resumes with that payout: a
-        restart mid-page neither skips nor repeats (a crash between emit and watermark
-        write repeats one emit, which the edge answers ``200 duplicate``).
+        receiver took it record it as unsettled and move the watermark. A failed emit
+        stops the walk where it is, so the next run resumes with that payout: a restart
+        mid-page neither skips nor repeats (a crash between emit and record repeats one
+        emit, which the edge answers ``200 duplicate``: same id, same body).
 settle  for each emitted payout, read its event's units in the ledger: every unit
         FULFILLED → realize the transaction; a unit's dead letter DISCARDED → cancel it
         with the discard reason. Anything else waits for a later run.
 
-The watermark is ``(last id, its addedAt)``: ``filter[addedAtGreaterEqual]`` narrows the
-walk to recent payouts and ids at or below ``last id`` are skipped.
+The watermark is the newest payout handled ``(last id, its addedAt)``; a walk asks for
+``filter[addedAtGreaterEqual]`` a lookback before it, so it reads recent payouts only.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,8 +31,20 @@ from celery import Task, shared_task
 from tasks.providers.errors import ConflictError, NotFoundError, ProviderError
 from tasks.providers.ignico import IgnicoClient, Transaction
 from tasks.runtime import WorkerRuntime
-from tasks.sources.common import PollReport, SourceKeys, event_outcome, source_lock
-from tasks.sources.emit import EmitError, Emitter, HttpEmitter, RewardEvent
+from tasks.sources.common import (
+    PollReport,
+    SourceKeys,
+    event_outcome,
+    source_emitter,
+    source_lock,
+)
+from tasks.sources.emit import (
+    SOURCE_TIME_FORMAT,
+    EmitError,
+    Emitter,
+    RewardEvent,
+    source_time,
+)
 from worker.config import Settings
 from worker.stores.codec import text, text_map
 
@@ -51,6 +64,9 @@ SOURCE = "ignico"
 POLL_IGNICO_TASK = "tasks.sources.poll_ignico"
 EVENT_ID_PREFIX = "ignico-payout-"
 MAX_SETTLE_PER_RUN = 500  # bound one run's provider calls; the rest wait for the next beat
+# How far before the watermark a walk starts: payouts added out of order, or that slid to
+# an already-read page during a walk, are still found (membership stops repeats).
+WATERMARK_LOOKBACK_SECONDS = 86_400
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
@@ -75,6 +91,7 @@ def payout_event(tx: Transaction, settings: Settings) -> RewardEvent | None:
     return RewardEvent(
         id=event_id_for(tx.id),
         account_id=_account_id(settings),
+        created_at=source_time(tx.added_at),
         recipient={
             "email": tx.user.email,
             "first_name": tx.user.first_name or local,
@@ -85,10 +102,27 @@ def payout_event(tx: Transaction, settings: Settings) -> RewardEvent | None:
     )
 
 
+def _since(added_at: str) -> str | None:
+    """The ``addedAtGreaterEqual`` bound for a watermark: its time minus the lookback."""
+    if not added_at:
+        return None
+    try:
+        when = datetime.strptime(added_at, SOURCE_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (when - timedelta(seconds=WATERMARK_LOOKBACK_SECONDS)).strftime(SOURCE_TIME_FORMAT)
+
+
 def poll_payouts(
     rt: WorkerRuntime, client: IgnicoClient, emit: Emitter, report: PollReport | None = None
 ) -> PollReport:
-    """Walk every page of pending payouts past the watermark and emit each one, in order.
+    """Walk every page of pending payouts from the watermark on and emit each new one.
+
+    A payout is new unless its event id is recorded as emitted (``unsettled``) or refused
+    (``rejected``): membership, not an id comparison, decides, so a payout that slid to an
+    already-read page while the walk ran (another payout closed meanwhile) is caught by the
+    next run instead of being skipped for good. The watermark (newest payout handled)
+    narrows the query to ``addedAt >= watermark - WATERMARK_LOOKBACK_SECONDS``.
 
     Returns the report; ``report.stopped`` names why the walk ended early (the receiver or
     Ignico unavailable), in which case the next run resumes at the first unsent payout.
@@ -96,8 +130,7 @@ def poll_payouts(
     report = report or PollReport(SOURCE)
     names = SourceKeys(rt.keys, SOURCE)
     mark = text_map(rt.redis.hgetall(names.watermark))
-    last_id = int(mark.get("last_id", "0"))
-    since = mark.get("added_at") or None
+    since = _since(mark.get("added_at", ""))
     page = 1
     while True:
         try:
@@ -109,32 +142,61 @@ def poll_payouts(
             return report
         report.pages += 1
         for tx in batch.items:
-            if int(tx.id) <= last_id or not tx.is_pending_payout:
+            event_id = event_id_for(tx.id)
+            if not tx.is_pending_payout or _known(rt, names, event_id):
+                report.skipped += 1
                 continue
             event = payout_event(tx, rt.settings)
             if event is None:
                 log.warning("ignico payout without a recipient email", extra={"tx": tx.id})
-                rt.redis.hset(names.rejected, event_id_for(tx.id), "no-recipient")
+                _reject(rt, names, mark, tx, "no-recipient")
                 report.rejected += 1
-            else:
-                try:
-                    report.count(emit(event))
-                except EmitError as exc:
-                    if exc.retryable:
-                        report.stopped = str(exc)
-                        return report
-                    # Refused for good: record it for operators and go on, or one bad
-                    # payout would wedge the source forever.
-                    log.error("receiver refused an ignico payout event: %s", exc.reason)
-                    rt.redis.hset(names.rejected, event.id, exc.reason)
-                    report.rejected += 1
-                else:
-                    rt.redis.hset(names.unsettled, event.id, tx.id)
-            rt.redis.hset(names.watermark, mapping={"last_id": tx.id, "added_at": tx.added_at})
-            last_id = int(tx.id)
+                continue
+            try:
+                result = emit(event)
+            except EmitError as exc:
+                if exc.retryable:
+                    report.stopped = str(exc)
+                    return report
+                # Refused for good: record it for operators and go on, or one bad
+                # payout would wedge the source forever.
+                log.error("receiver refused an ignico payout event: %s", exc.reason)
+                _reject(rt, names, mark, tx, exc.reason)
+                report.rejected += 1
+                continue
+            report.count(result)
+            # Recorded only after the receiver took it: a crash in between repeats the
+            # emit next run, which the edge answers 200 duplicate (same id, same body).
+            pipe = rt.redis.pipeline()
+            pipe.hset(names.unsettled, event_id, tx.id)
+            _advance(pipe, names, mark, tx)
+            pipe.execute()
         if not batch.has_next or not batch.items:
             return report
         page += 1
+
+
+def _known(rt: WorkerRuntime, names: SourceKeys, event_id: str) -> bool:
+    pipe = rt.redis.pipeline()
+    pipe.hexists(names.unsettled, event_id)
+    pipe.hexists(names.rejected, event_id)
+    return any(pipe.execute())
+
+
+def _reject(
+    rt: WorkerRuntime, names: SourceKeys, mark: dict[str, str], tx: Transaction, reason: str
+) -> None:
+    pipe = rt.redis.pipeline()
+    pipe.hset(names.rejected, event_id_for(tx.id), reason)
+    _advance(pipe, names, mark, tx)
+    pipe.execute()
+
+
+def _advance(pipe: Any, names: SourceKeys, mark: dict[str, str], tx: Transaction) -> None:
+    """Move the watermark to ``tx`` when it is newer (ids only grow at Ignico)."""
+    if tx.id.isdigit() and int(tx.id) > int(mark.get("last_id") or 0):
+        mark.update(last_id=tx.id, added_at=tx.added_at)
+        pipe.hset(names.watermark, mapping={"last_id": tx.id, "added_at": tx.added_at})
 
 
 def settle_payouts(
@@ -199,17 +261,6 @@ def ignico_client(settings: Settings) -> IgnicoClient:
             )
             _clients["ignico"] = client
         return client
-
-
-def source_emitter(settings: Settings) -> Emitter:
-    """This process's emitter to ``RECEIVER_URL`` (signed with the first EVENT_SECRETS)."""
-    with _clients_lock:
-        emitter = _clients.get("emitter")
-        if emitter is None:
-            secret = settings.event_secrets[0] if settings.event_secrets else ""
-            emitter = HttpEmitter(settings.receiver_url, secret)
-            _clients["emitter"] = emitter
-        return emitter
 
 
 def run_ignico(rt: WorkerRuntime, client: IgnicoClient, emit: Emitter) -> PollReport:

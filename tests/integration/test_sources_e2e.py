@@ -1,0 +1,134 @@
+"""End to end, reward sources: the Ignico payout poller run by real beat and worker
+processes, through the receiver, the relay and the Ifeelgoods sandbox, and back to Ignico.
+
+Each test ends on the sandboxes' counters: one Ifeelgoods order per payout, and each
+payout realized or cancelled exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sandboxes import SandboxControl, serve_in_thread
+from sandboxes import ignico as ignico_sandbox_app
+from sandboxes.server import RunningServer
+from tasks.fulfillers import provider_key
+from tasks.sources.ignico import event_id_for
+from tests.conftest import TEST_ADMIN_TOKEN
+from tests.integration.conftest import Stack
+from tests.source_seeds import IgnicoSeeder
+
+pytestmark = pytest.mark.integration
+
+IGNICO_ID, IGNICO_SECRET = "it-ignico-client", "it-ignico-secret-value-0001"
+REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
+
+
+@pytest.fixture(scope="module")
+def ignico_server() -> Iterator[RunningServer]:
+    app = ignico_sandbox_app.create_app(client_id=IGNICO_ID, client_secret=IGNICO_SECRET)
+    with serve_in_thread(app, log_requests=False) as server:
+        yield server
+
+
+@pytest.fixture
+def ignico(ignico_server: RunningServer) -> Iterator[SandboxControl]:
+    with SandboxControl(ignico_server.url) as control:
+        control.reset()
+        yield control
+
+
+@pytest.fixture
+def seeder(ignico: SandboxControl) -> Iterator[IgnicoSeeder]:
+    seeds = IgnicoSeeder(ignico.url, IGNICO_ID, IGNICO_SECRET)
+    yield seeds
+    seeds.close()
+
+
+@pytest.fixture
+def source_stack(make_stack: Callable[..., Stack], ignico: SandboxControl) -> Stack:
+    """Edge and relay in this process; worker and beat (polling every 0.5 s) as processes."""
+    stack = make_stack(
+        {
+            "IGNICO_BASE_URL": f"{ignico.url}/api/v1",
+            "IGNICO_CLIENT_ID": IGNICO_ID,
+            "IGNICO_CLIENT_SECRET": IGNICO_SECRET,
+            "SOURCE_POLL_SECONDS": "0.5",
+            "SOURCE_PAGE_SIZE": "2",
+        },
+        worker=False,
+    )
+    stack.env["RECEIVER_URL"] = stack.edge_url  # the edge listens on a port chosen at start
+    stack.start_worker()
+    stack.start_beat()
+    return stack
+
+
+def wait_for(check: Callable[[], Any], stack: Stack, timeout: float = 45) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met in {timeout}s\n{stack.worker_logs()[-4000:]}")
+
+
+def test_pending_payouts_are_fulfilled_once_and_realized(
+    source_stack: Stack, seeder: IgnicoSeeder, ignico: SandboxControl, ifeelgoods: SandboxControl
+) -> None:
+    # given five pending payouts (three pages of two) while beat polls
+    ids = seeder.payouts(5)
+
+    # when every payout has been realized at Ignico
+    wait_for(lambda: all(seeder.get(tx)["realized"] for tx in ids), source_stack)
+
+    # then each payout became one event, one fulfilled unit, one Ifeelgoods order,
+    # and one realize call at Ignico
+    for tx in ids:
+        view = source_stack.fulfillment(event_id_for(tx))
+        [unit] = view["units"]
+        assert unit["state"] == "fulfilled"
+        assert ifeelgoods.issued(provider_key(unit["id"])) == 1
+        assert ignico.issued(f"realized:{tx}") == 1
+        assert ignico.issued(f"cancelled:{tx}") == 0
+
+
+def test_discarded_dead_letter_cancels_the_payout_with_the_reason(
+    source_stack: Stack, seeder: IgnicoSeeder, ignico: SandboxControl, ifeelgoods: SandboxControl
+) -> None:
+    # given Ifeelgoods refuses every order for good
+    ifeelgoods.set_faults(
+        {
+            "method": "POST",
+            "path": REDEMPTIONS,
+            "kind": "permanent",
+            "status": 422,
+            "error": "invalid_user",
+        }
+    )
+    (tx,) = seeder.payouts(1)
+    event_id = event_id_for(tx)
+    wait_for(lambda: source_stack.redis.exists(source_stack.keys.event(event_id)), source_stack)
+    view = source_stack.wait_terminal(event_id, timeout=45)
+    [unit] = view["units"]
+    assert unit["state"] == "dead_lettered"
+
+    # when an operator discards the dead letter with a reason
+    response = source_stack.http.request(
+        "DELETE",
+        f"{source_stack.edge_url}/dead-letters/{unit['id']}",
+        headers={"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"},
+        json={"reason": "member left the programme"},
+    )
+    assert response.status_code == 200
+
+    # then the payout is cancelled at Ignico once, with that reason; no order was issued
+    wait_for(lambda: seeder.get(tx)["cancelled"], source_stack)
+    assert seeder.get(tx)["cancellationReason"] == "member left the programme"
+    assert ignico.issued(f"cancelled:{tx}") == 1 and ignico.issued(f"realized:{tx}") == 0
+    assert ifeelgoods.issued(provider_key(unit["id"])) == 0
