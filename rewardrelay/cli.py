@@ -8,6 +8,7 @@
     rewardrelay status     the fulfilment state of an event's units
     rewardrelay dlq        list, show, replay and discard dead letters
     rewardrelay check      settings, rules, Redis, broker and provider reachability
+    rewardrelay connect    authorize access to a reward source once (orders-platform)
 
 The client commands (``send``, ``status``, ``dlq``, ``check``) talk to the HTTP API and
 need no configuration next to a local ``rewardrelay run``: unset secrets and the admin
@@ -628,6 +629,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_stack(port=args.port, flower=not args.no_flower, flower_port=args.flower_port)
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from rewardrelay.connect import ConnectError, connect_orders_platform
+
+    settings = Settings.from_env(DataDir.from_env().client_environ())
+    settings.require("REDIS_URL")
+
+    def show(url: str) -> None:
+        print("Open this URL, sign in and approve access:", flush=True)
+        print(f"  {url}", flush=True)
+        print(f"Waiting for the redirect to {settings.orders_redirect_uri} ...", flush=True)
+
+    try:
+        connect_orders_platform(settings, on_url=show, timeout=args.timeout)
+    except ConnectError as exc:
+        raise CommandError(f"connect {args.source}: {exc}") from None
+    print(f"connected {args.source}: refresh token stored in Redis")
+    return EXIT_OK
+
+
 # --- parser ---------------------------------------------------------------------------
 
 
@@ -706,6 +726,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="settings, rules, Redis, broker, providers")
     check.set_defaults(handler=cmd_check)
+
+    connect = sub.add_parser("connect", help="authorize access to a reward source once")
+    connect.add_argument("source", choices=("orders-platform",))
+    connect.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS", help="wait for the redirect"
+    )
+    connect.set_defaults(handler=cmd_connect)
     return parser
 
 

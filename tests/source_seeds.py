@@ -70,3 +70,42 @@ class IgnicoSeeder:
 
     def close(self) -> None:
         self.http.close()
+
+
+class MemoryTokenStore:
+    """A refresh-token store in memory (the poller keeps it in Redis)."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.token = token
+        self.saved: list[str] = []
+
+    def load(self) -> str | None:
+        return self.token
+
+    def save(self, refresh_token: str) -> None:
+        self.token = refresh_token
+        self.saved.append(refresh_token)
+
+
+def seed_orders(url: str, *rows: dict[str, Any]) -> list[dict[str, Any]]:
+    """Create orders through the orders-platform sandbox's ``/_sandbox/orders``."""
+    response = httpx.post(f"{url}/_sandbox/orders", json={"orders": list(rows)}, timeout=5.0)
+    response.raise_for_status()
+    orders: list[dict[str, Any]] = response.json()["orders"]
+    return orders
+
+
+def order_row(total: str = "80.00", status: str = "paid", email: str = "ada@example.com"):
+    return {
+        "status": status,
+        "total": total,
+        "customer": {"email": email, "first_name": "Ada", "last_name": "Lovelace"},
+    }
+
+
+def connect_with_code(client: Any, state: str = "st-1") -> None:
+    """Run the authorization-code flow against a sandbox that approves at once."""
+    response = httpx.get(client.authorize_url(state), timeout=5.0)
+    location = httpx.URL(response.headers["Location"])
+    assert location.params["state"] == state
+    client.exchange_code(location.params["code"])

@@ -15,16 +15,22 @@ import pytest
 
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes import ignico as ignico_sandbox_app
+from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
 from tasks.fulfillers import provider_key
+from tasks.providers.orders_platform import OrdersPlatformClient
+from tasks.sources import orders_platform as orders_source
+from tasks.sources.common import SourceKeys
 from tasks.sources.ignico import event_id_for
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.integration.conftest import Stack
-from tests.source_seeds import IgnicoSeeder
+from tests.source_seeds import IgnicoSeeder, connect_with_code, order_row, seed_orders
 
 pytestmark = pytest.mark.integration
 
 IGNICO_ID, IGNICO_SECRET = "it-ignico-client", "it-ignico-secret-value-0001"
+ORDERS_ID, ORDERS_SECRET = "it-orders-client", "it-orders-secret-value-0001"
+ORDERS_REDIRECT = "http://127.0.0.1:9/callback"
 REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
 
 
@@ -78,6 +84,12 @@ def wait_for(check: Callable[[], Any], stack: Stack, timeout: float = 45) -> Any
     raise AssertionError(f"condition not met in {timeout}s\n{stack.worker_logs()[-4000:]}")
 
 
+def settled_view(stack: Stack, event_id: str) -> dict[str, Any]:
+    """The fulfilment view once the poller emitted ``event_id`` and its units are terminal."""
+    wait_for(lambda: stack.redis.exists(stack.keys.event(event_id)), stack)
+    return stack.wait_terminal(event_id, timeout=45)
+
+
 def test_pending_payouts_are_fulfilled_once_and_realized(
     source_stack: Stack, seeder: IgnicoSeeder, ignico: SandboxControl, ifeelgoods: SandboxControl
 ) -> None:
@@ -113,8 +125,7 @@ def test_discarded_dead_letter_cancels_the_payout_with_the_reason(
     )
     (tx,) = seeder.payouts(1)
     event_id = event_id_for(tx)
-    wait_for(lambda: source_stack.redis.exists(source_stack.keys.event(event_id)), source_stack)
-    view = source_stack.wait_terminal(event_id, timeout=45)
+    view = settled_view(source_stack, event_id)
     [unit] = view["units"]
     assert unit["state"] == "dead_lettered"
 
@@ -132,3 +143,75 @@ def test_discarded_dead_letter_cancels_the_payout_with_the_reason(
     assert seeder.get(tx)["cancellationReason"] == "member left the programme"
     assert ignico.issued(f"cancelled:{tx}") == 1 and ignico.issued(f"realized:{tx}") == 0
     assert ifeelgoods.issued(provider_key(unit["id"])) == 0
+
+
+@pytest.fixture(scope="module")
+def orders_server() -> Iterator[RunningServer]:
+    app = orders_sandbox_app.create_app(
+        client_id=ORDERS_ID, client_secret=ORDERS_SECRET, redirect_uri=ORDERS_REDIRECT
+    )
+    with serve_in_thread(app, log_requests=False) as server:
+        yield server
+
+
+@pytest.fixture
+def orders(orders_server: RunningServer) -> Iterator[SandboxControl]:
+    with SandboxControl(orders_server.url) as control:
+        control.reset()
+        yield control
+
+
+@pytest.fixture
+def orders_stack(make_stack: Callable[..., Stack], orders: SandboxControl) -> Stack:
+    """Connected once (refresh token in Redis), then worker and beat as processes."""
+    stack = make_stack(
+        {
+            "ORDERS_BASE_URL": orders.url,
+            "ORDERS_CLIENT_ID": ORDERS_ID,
+            "ORDERS_CLIENT_SECRET": ORDERS_SECRET,
+            "ORDERS_REDIRECT_URI": ORDERS_REDIRECT,
+            "SOURCE_POLL_SECONDS": "0.5",
+            "SOURCE_PAGE_SIZE": "2",
+        },
+        worker=False,
+    )
+    names = SourceKeys(stack.keys, orders_source.SOURCE)
+    client = OrdersPlatformClient(
+        orders.url,
+        ORDERS_ID,
+        ORDERS_SECRET,
+        ORDERS_REDIRECT,
+        orders_source.token_store(stack.redis, names),
+    )
+    connect_with_code(client)  # what `rewardrelay connect orders-platform` does
+    client.close()
+    stack.env["RECEIVER_URL"] = stack.edge_url
+    stack.start_worker()
+    stack.start_beat()
+    return stack
+
+
+def test_qualifying_orders_are_fulfilled_once_through_rewardops(
+    orders_stack: Stack, orders: SandboxControl, rewardops: SandboxControl
+) -> None:
+    # given four paid orders of 80 (two pages) and two that do not qualify
+    seeded = seed_orders(
+        orders.url,
+        *[order_row()] * 4,
+        order_row(status="pending"),
+        order_row(total="5.00"),
+    )
+    paid = [str(o["id"]) for o in seeded[:4]]
+    skipped = [str(o["id"]) for o in seeded[4:]]
+
+    # when each qualifying order's event is terminal
+    views = [settled_view(orders_stack, orders_source.event_id_for(i)) for i in paid]
+
+    # then each became one fulfilled RewardOps order, and the others nothing
+    for view in views:
+        [unit] = view["units"]
+        assert unit["state"] == "fulfilled" and unit["provider"] == "rewardops"
+        assert rewardops.issued(provider_key(unit["id"])) == 1
+    for order_id in skipped:
+        key = orders_stack.keys.event(orders_source.event_id_for(order_id))
+        assert not orders_stack.redis.exists(key)
