@@ -9,20 +9,19 @@ key="<key>"`` plus ``x-api-version: 2.0`` on every call; missing/invalid key →
 ``{"error": "Unauthorized"}``, unknown version → 400 — and plain JSON bodies without an
 envelope (3.3).
 
-[DESIGN] (Coniq publishes no such endpoint; 3.6 proposes carrying our idempotency key in
-``external_reference``): recording a delivered reward::
+[DESIGN] (3.5: "assign a reward to a customer's program subscription" is described, its
+path and body are not public; 3.6: Coniq has no idempotency key, so ours travels in
+``external_reference`` and the simulator dedupes on it)::
 
-    POST /reward/{reward_id}/fulfilment
-      {"external_reference": "<ours, unique>", "customer_id", "subscription_id"?,
-       "provider", "provider_reference", "fulfilled_at"}
-    → 201 {"id", "reward_id", "external_reference", "customer_id", "subscription_id",
-           "provider", "provider_reference", "fulfilled_at", "status": "recorded"}
-    → 200 the same body when the external_reference was recorded before for this reward
-    → 409 {"error": "..."} when it was recorded for another reward
-    GET /reward/{reward_id}/fulfilment → JSON array of the records for that reward
+    POST /subscription/{subscription_id}/reward
+      {"offer_id": <reward offer>, "expiry_date": "YYYY-MM-DD"?, "external_reference": "<ours>"}
+    → 201 {"id", "subscription_id", "offer_id", "barcode", "expiry_date", "status": "issued"}
+    → 200 the same body when the external_reference was used before for this subscription
+    → 409 {"error": "..."} when it was used for another subscription
+    GET /subscription?customer_email=&offer_id= → a JSON array (3.3 [PUB S7]; empty here)
 
 Control API: the shared ``/_sandbox`` endpoints (see :mod:`sandboxes`); ``issued`` counts
-records created per ``external_reference`` (never replays).
+rewards assigned per ``external_reference`` (never replays).
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ __all__ = ["ConiqState", "create_app"]
 
 API_VERSION = "2.0"
 _API_KEY_HEADER = re.compile(r'^ApiKey\s+key="([^"]*)"$')
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -55,18 +55,18 @@ _REASONS = {
 
 
 @dataclass(frozen=True)
-class FulfilmentRecord:
+class RewardRecord:
     id: int
-    reward_id: str
+    subscription_id: str
     body: dict[str, Any]
 
 
 class ConiqState(SandboxState):
-    """Fulfilment records in memory, keyed by our ``external_reference``."""
+    """Assigned rewards in memory, keyed by our ``external_reference``."""
 
     def __init__(self, *, seed: int | None = 0) -> None:
         super().__init__(seed=seed)
-        self.records: dict[str, FulfilmentRecord] = {}
+        self.records: dict[str, RewardRecord] = {}
         self._next_id = 1
 
     def _reset_data(self) -> None:
@@ -117,41 +117,39 @@ def create_app(state: ConiqState | None = None, *, api_key: str | None = None) -
             return _error(400, None, f"Unsupported x-api-version; use {API_VERSION}")
         return None
 
-    @app.post("/reward/<reward_id>/fulfilment")
-    def _record(reward_id: str) -> tuple[Response, int] | Response:
+    @app.post("/subscription/<subscription_id>/reward")
+    def _assign(subscription_id: str) -> tuple[Response, int] | Response:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return _error(400, None, "Body must be a JSON object")
         reference = body.get("external_reference")
-        customer = body.get("customer_id")
-        if not isinstance(reference, str) or not reference or not customer:
-            return _error(422, None, "external_reference and customer_id are required")
+        offer_id = body.get("offer_id")
+        expiry = body.get("expiry_date")
+        if not isinstance(reference, str) or not reference or offer_id in (None, ""):
+            return _error(422, None, "offer_id and external_reference are required")
+        if expiry is not None and not _DATE.match(str(expiry)):
+            return _error(422, None, "expiry_date must be YYYY-MM-DD")
         with st.lock:
             existing = st.records.get(reference)
             if existing is not None:
-                if existing.reward_id != reward_id:
-                    return _error(409, None, "external_reference already used for another reward")
+                if existing.subscription_id != subscription_id:
+                    return _error(409, None, "external_reference already used elsewhere")
                 return jsonify(existing.body), 200
             record_id = st.next_id()
             stored = {
                 "id": record_id,
-                "reward_id": reward_id,
-                "external_reference": reference,
-                "customer_id": str(customer),
-                "subscription_id": body.get("subscription_id"),
-                "provider": body.get("provider"),
-                "provider_reference": body.get("provider_reference"),
-                "fulfilled_at": body.get("fulfilled_at"),
-                "status": "recorded",
+                "subscription_id": subscription_id,
+                "offer_id": str(offer_id),
+                "barcode": f"{secrets.randbelow(10**12):012d}",
+                "expiry_date": expiry,
+                "status": "issued",
             }
-            st.records[reference] = FulfilmentRecord(record_id, reward_id, stored)
+            st.records[reference] = RewardRecord(record_id, subscription_id, stored)
             st.record_issue(reference)
             return jsonify(stored), 201
 
-    @app.get("/reward/<reward_id>/fulfilment")
-    def _list(reward_id: str) -> Response:
-        with st.lock:
-            rows = [r.body for r in st.records.values() if r.reward_id == reward_id]
-        return jsonify(sorted(rows, key=lambda row: int(row["id"])))
+    @app.get("/subscription")
+    def _subscriptions() -> Response:
+        return jsonify([])
 
     return app

@@ -88,6 +88,7 @@ class Settings:
     orders_reward_code: str = "ORDER-REWARD"
     coniq_base_url: str = "https://api.coniq.com"
     coniq_api_key: str = field(default="", repr=False)
+    coniq_record_offer_id: str = ""
 
     @property
     def ignico_configured(self) -> bool:
@@ -289,7 +290,10 @@ def _source_settings(env: Mapping[str, str], defaults: Settings) -> dict[str, An
         ),
         "coniq_base_url": _url(env, "CONIQ_BASE_URL", defaults.coniq_base_url, ("http", "https")),
         "coniq_api_key": env.get("CONIQ_API_KEY", "").strip(),
+        "coniq_record_offer_id": env.get("CONIQ_RECORD_OFFER_ID", "").strip(),
     }
+    if out["coniq_api_key"] and not out["coniq_record_offer_id"]:
+        raise SettingsError("CONIQ_RECORD_OFFER_ID", "is required when CONIQ_API_KEY is set")
     for prefix in ("IGNICO", "ORDERS"):
         client_id = out[f"{prefix.lower()}_client_id"]
         if client_id and not out[f"{prefix.lower()}_client_secret"]:

@@ -2,14 +2,18 @@
 
 Stage: the loop back to the source (worker side, beat-scheduled drain). Authentication is
 the account API key observed in public clients (3.2 [PUB S7]): ``Authorization: ApiKey
-key="…"`` with ``x-api-version: 2.0``. The record endpoint and its ``external_reference``
-dedupe are our design (3.5/3.6 [DESIGN]) until Coniq confirms one: the same reference is
-answered 200 with the first record, so a retry after a timeout never records twice.
+key="…"`` with ``x-api-version: 2.0``; bodies are plain JSON without an envelope (3.3).
+
+The call is the Subscription API's "assign a reward to a customer's program subscription"
+(3.5: described [SEED 004], path and body [DESIGN]): ``POST /subscription/{id}/reward``
+``{offer_id, expiry_date, external_reference}``. Coniq has no idempotency key (3.6), so our
+reference travels in ``external_reference``, which the simulator dedupes on: the same
+reference is answered 200 with the first record, so a retry after a timeout never records
+twice. Until Coniq confirms the endpoint, treat it as an assumption.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,27 +22,30 @@ import httpx
 from tasks.providers.base import DEFAULT_TIMEOUT, ProviderClient
 from tasks.providers.redaction import Secret
 
-__all__ = ["ConiqClient", "FulfilmentRecord"]
+__all__ = ["AssignedReward", "ConiqClient"]
 
 PROVIDER = "coniq"
 API_VERSION = "2.0"  # providers.md 3.1: the Platform API version header
 
 
 @dataclass(frozen=True)
-class FulfilmentRecord:
-    """Coniq's record of one delivered reward; ``created`` is False for a replay (200)."""
+class AssignedReward:
+    """Coniq's record of the assignment; ``created`` is False for a replay (200).
+
+    The response's ``barcode`` is deliberately not kept: it is redeemable, like a code.
+    """
 
     id: str
-    reward_id: str
-    external_reference: str
+    subscription_id: str
+    offer_id: str
     created: bool
 
 
-def _parse_record(body: Any, created: bool) -> FulfilmentRecord:
-    return FulfilmentRecord(
+def _parse_assigned(body: Any, created: bool) -> AssignedReward:
+    return AssignedReward(
         id=str(body["id"]),
-        reward_id=str(body["reward_id"]),
-        external_reference=str(body["external_reference"]),
+        subscription_id=str(body["subscription_id"]),
+        offer_id=str(body["offer_id"]),
         created=created,
     )
 
@@ -73,7 +80,7 @@ class ConiqClient(ProviderClient):
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, list) and error:
             error = error[0]
-        return (None, str(error)) if isinstance(error, str) and error else (None, None)
+        return (None, str(error)[:200]) if isinstance(error, str) and error else (None, None)
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -82,30 +89,28 @@ class ConiqClient(ProviderClient):
             "Content-Type": "application/json",
         }
 
-    def record_fulfilment(
-        self, reward_id: str, external_reference: str, details: Mapping[str, Any]
-    ) -> FulfilmentRecord:
-        """Record that the reward was delivered, keyed by ``external_reference``.
+    def check(self) -> None:
+        """Verify reachability and the key (401 → ProviderAuthError)."""
+        self._send("GET", "/subscription", params={"customer_email": ""}, headers=self._headers())
 
-        ``details``: ``customer_id`` (required), ``subscription_id``, ``provider``,
-        ``provider_reference``, ``fulfilled_at``. Never include reward codes.
+    def assign_reward(
+        self,
+        subscription_id: str,
+        offer_id: str,
+        external_reference: str,
+        expiry_date: str | None = None,
+    ) -> AssignedReward:
+        """Assign ``offer_id`` to the subscription, keyed by ``external_reference``.
 
         Raises:
             UnknownOutcomeError: timeout/5xx; repeat with the same reference.
             TransientProviderError: connection failure or 429.
-            PermanentProviderError: 4xx (e.g. 409 reference used for another reward).
+            PermanentProviderError: 4xx (e.g. 409 reference used for another subscription).
         """
-        body = {**dict(details), "external_reference": external_reference}
-        path = self._path("/reward/{}/fulfilment", reward_id)
+        body: dict[str, Any] = {"offer_id": offer_id, "external_reference": external_reference}
+        if expiry_date:
+            body["expiry_date"] = expiry_date
+        path = self._path("/subscription/{}/reward", subscription_id)
         response = self._send("POST", path, json=body, headers=self._headers())
-        return self._parse(
-            response, lambda b: _parse_record(b, response.status_code == 201), write=True
-        )
-
-    def fulfilments(self, reward_id: str) -> tuple[FulfilmentRecord, ...]:
-        """Every record Coniq holds for one reward."""
-        path = self._path("/reward/{}/fulfilment", reward_id)
-        response = self._send("GET", path, headers=self._headers())
-        return self._parse(
-            response, lambda b: tuple(_parse_record(r, False) for r in b), write=False
-        )
+        created = response.status_code == 201
+        return self._parse(response, lambda b: _parse_assigned(b, created), write=True)

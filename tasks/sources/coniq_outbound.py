@@ -3,8 +3,9 @@
 Stage: after fulfilment (worker side). When a unit whose event came from Coniq reaches
 FULFILLED, the fulfilment flow calls :func:`note_fulfilled`, which only adds the unit id to
 a Redis set (cheap, cannot fail the reward). A beat task drains the set: for each unit it
-reads the ledger and the stored event and calls Coniq with the unit id as
-``external_reference``, so a retry after a timeout is deduplicated by Coniq. A Coniq
+reads the ledger and the stored event and assigns ``CONIQ_RECORD_OFFER_ID`` to the
+customer's subscription (providers.md 3.5 [DESIGN]) with ``rewardrelay-record:<unit id>``
+as ``external_reference`` (3.6), so a retry after a timeout is deduplicated by Coniq. A Coniq
 outage leaves the set as it is for the next run; nothing here ever touches a unit's state
 or calls a reward provider, so recording can never re-issue a reward.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -36,6 +36,7 @@ __all__ = [
     "drain",
     "drain_coniq_outbound",
     "note_fulfilled",
+    "reference_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 SOURCE = "coniq-outbound"
 DRAIN_CONIQ_TASK = "tasks.sources.drain_coniq_outbound"
 MAX_PER_RUN = 500  # bound one run's Coniq calls; the rest wait for the next beat
+REFERENCE_PREFIX = "rewardrelay-record:"  # our external_reference namespace at Coniq
 
 _client_lock = threading.Lock()
 _client: ConiqClient | None = None
@@ -77,31 +79,31 @@ def note_fulfilled(rt: WorkerRuntime, unit: Unit) -> None:
         log.exception("could not queue a Coniq record", extra={"unit_id": unit.id})
 
 
-def _details(rt: WorkerRuntime, unit: Unit) -> tuple[str, dict[str, Any]] | None:
-    """(reward id, record details) from the stored Coniq event; None if unusable."""
+def reference_for(unit_id: str) -> str:
+    """Our idempotency reference for recording one unit in Coniq (never the provider's key)."""
+    return f"{REFERENCE_PREFIX}{unit_id}"
+
+
+def _assignment(rt: WorkerRuntime, unit: Unit) -> tuple[str, str | None] | None:
+    """(subscription id, expiry date) from the stored Coniq event; None if unusable."""
     event = rt.inbox.get(unit.event_id)
     data = event.body.get("data") if event is not None else None
     if not isinstance(data, dict):
         return None
-    reward = data.get("reward") or {}
-    customer = data.get("customer") or {}
     subscription = data.get("subscription") or {}
-    if not reward.get("id") or not customer.get("id"):
+    reward = data.get("reward") or {}
+    if not isinstance(subscription, dict) or not subscription.get("id"):
         return None
-    fulfilled_at = rt.ledger.field(unit.id, "fulfilled_at")
-    when = datetime.fromtimestamp(float(fulfilled_at), UTC) if fulfilled_at else None
-    details: dict[str, Any] = {
-        "customer_id": str(customer["id"]),
-        "subscription_id": str(subscription["id"]) if subscription.get("id") else None,
-        "provider": unit.provider,
-        "provider_reference": unit.provider_ref,
-        "fulfilled_at": when.isoformat(timespec="seconds").replace("+00:00", "Z") if when else None,
-    }
-    return str(reward["id"]), details
+    expiry = reward.get("expiry_date") if isinstance(reward, dict) else None
+    return str(subscription["id"]), str(expiry) if expiry else None
 
 
 def drain(rt: WorkerRuntime, client: ConiqClient, report: PollReport | None = None) -> PollReport:
-    """Record every queued unit in Coniq; a transient failure stops the run (retried later)."""
+    """Record every queued unit in Coniq; a transient failure stops the run (retried later).
+
+    Only reads the ledger: whatever Coniq answers, no unit changes state, so recording can
+    never re-issue a reward.
+    """
     report = report or PollReport(SOURCE)
     names = _names(rt)
     settled = report.settled
@@ -115,23 +117,19 @@ def drain(rt: WorkerRuntime, client: ConiqClient, report: PollReport | None = No
                 rt.redis.srem(names.pending, unit_id)  # replaced or never fulfilled: nothing to say
                 settled["dropped"] = settled.get("dropped", 0) + 1
             continue
-        found = _details(rt, unit)
+        found = _assignment(rt, unit)
         if found is None:
-            rt.redis.hset(names.failed, unit_id, "event has no reward or customer id")
-            rt.redis.srem(names.pending, unit_id)
+            _give_up(rt, names, unit_id, "event has no subscription id")
             settled["failed"] = settled.get("failed", 0) + 1
             continue
-        reward_id, details = found
+        subscription_id, expiry = found
         try:
-            record = client.record_fulfilment(reward_id, unit_id, details)
-        except PermanentProviderError as exc:
-            log.error(
-                "coniq refused a fulfilment record: %s", exc.reason, extra={"unit_id": unit_id}
+            record = client.assign_reward(
+                subscription_id, rt.settings.coniq_record_offer_id, reference_for(unit_id), expiry
             )
-            pipe = rt.redis.pipeline()
-            pipe.hset(names.failed, unit_id, exc.reason)
-            pipe.srem(names.pending, unit_id)
-            pipe.execute()
+        except PermanentProviderError as exc:
+            log.error("coniq refused a reward record: %s", exc.reason, extra={"unit_id": unit_id})
+            _give_up(rt, names, unit_id, exc.reason)
             settled["failed"] = settled.get("failed", 0) + 1
             continue
         except ProviderError as exc:
@@ -144,6 +142,14 @@ def drain(rt: WorkerRuntime, client: ConiqClient, report: PollReport | None = No
         key = "recorded" if record.created else "already-recorded"
         settled[key] = settled.get(key, 0) + 1
     return report
+
+
+def _give_up(rt: WorkerRuntime, names: OutboundKeys, unit_id: str, reason: str) -> None:
+    """Leave a unit unrecorded for good, visible to operators in the ``failed`` hash."""
+    pipe = rt.redis.pipeline()
+    pipe.hset(names.failed, unit_id, reason)
+    pipe.srem(names.pending, unit_id)
+    pipe.execute()
 
 
 def coniq_client(settings: Settings) -> ConiqClient:

@@ -1,8 +1,8 @@
 """End to end, reward sources: the Ignico payout poller run by real beat and worker
 processes, through the receiver, the relay and the Ifeelgoods sandbox, and back to Ignico.
 
-Each test ends on the sandboxes' counters: one Ifeelgoods order per payout, and each
-payout realized or cancelled exactly once.
+Each test ends on the sandboxes' counters: one provider order per payout or order, each
+payout realized or cancelled once, each Coniq reward recorded back once.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from sandboxes import SandboxControl, serve_in_thread
+from sandboxes import coniq as coniq_sandbox_app
 from sandboxes import ignico as ignico_sandbox_app
 from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
@@ -21,9 +22,10 @@ from tasks.fulfillers import provider_key
 from tasks.providers.orders_platform import OrdersPlatformClient
 from tasks.sources import orders_platform as orders_source
 from tasks.sources.common import SourceKeys
+from tasks.sources.coniq_outbound import reference_for
 from tasks.sources.ignico import event_id_for
 from tests.conftest import TEST_ADMIN_TOKEN
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, coniq_reward
 from tests.source_seeds import IgnicoSeeder, connect_with_code, order_row, seed_orders
 
 pytestmark = pytest.mark.integration
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.integration
 IGNICO_ID, IGNICO_SECRET = "it-ignico-client", "it-ignico-secret-value-0001"
 ORDERS_ID, ORDERS_SECRET = "it-orders-client", "it-orders-secret-value-0001"
 ORDERS_REDIRECT = "http://127.0.0.1:9/callback"
+CONIQ_KEY = "it-coniq-api-key-0001"
 REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
 
 
@@ -215,3 +218,58 @@ def test_qualifying_orders_are_fulfilled_once_through_rewardops(
     for order_id in skipped:
         key = orders_stack.keys.event(orders_source.event_id_for(order_id))
         assert not orders_stack.redis.exists(key)
+
+
+@pytest.fixture(scope="module")
+def coniq_server() -> Iterator[RunningServer]:
+    app = coniq_sandbox_app.create_app(api_key=CONIQ_KEY)
+    with serve_in_thread(app, log_requests=False) as server:
+        yield server
+
+
+@pytest.fixture
+def coniq(coniq_server: RunningServer) -> Iterator[SandboxControl]:
+    with SandboxControl(coniq_server.url) as control:
+        control.reset()
+        yield control
+
+
+@pytest.fixture
+def coniq_stack(make_stack: Callable[..., Stack], coniq: SandboxControl) -> Stack:
+    stack = make_stack(
+        {
+            "CONIQ_BASE_URL": coniq.url,
+            "CONIQ_API_KEY": CONIQ_KEY,
+            "CONIQ_RECORD_OFFER_ID": "9001",
+            "SOURCE_POLL_SECONDS": "0.5",
+        },
+        worker=False,
+    )
+    stack.start_worker()
+    stack.start_beat()
+    return stack
+
+
+@pytest.mark.parametrize("coniq_failures", [0, 3])
+def test_fulfilled_coniq_reward_is_recorded_back_once_and_never_reissued(
+    coniq_stack: Stack, coniq: SandboxControl, ifeelgoods: SandboxControl, coniq_failures: int
+) -> None:
+    # given Coniq fails the first attempts (503) when asked to
+    if coniq_failures:
+        coniq.set_faults(
+            {"kind": "status", "status": 503, "path": "/subscription/*", "times": coniq_failures}
+        )
+    event = coniq_reward(offer_id="1001")
+
+    # when the reward is delivered and fulfilled
+    assert coniq_stack.send(event).status_code == 202
+    [unit] = coniq_stack.wait_terminal(event["id"])["units"]
+    reference = reference_for(unit["id"])
+    wait_for(lambda: coniq.issued(reference) == 1, coniq_stack)
+
+    # then it was recorded in Coniq once, and the reward was issued once and stays fulfilled
+    time.sleep(1.5)  # a few more drains: nothing more may happen
+    assert coniq.issued(reference) == 1
+    assert ifeelgoods.issued(provider_key(unit["id"])) == 1
+    assert coniq_stack.fulfillment(event["id"])["units"][0]["state"] == "fulfilled"
+    assert sum(coniq.counters()["faults_injected"].values()) == coniq_failures
