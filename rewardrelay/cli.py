@@ -479,7 +479,79 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
         (f"broker {_safe_url(settings.celery_broker_url)}", lambda: _probe_broker(settings)),
         (f"ifeelgoods {settings.ifeelgoods_base_url}", lambda: _probe_ifeelgoods(settings)),
         (f"rewardops {settings.rewardops_base_url}", lambda: _probe_rewardops(settings)),
+        *_source_checks(settings),
     ]
+
+
+def _source_checks(settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
+    """One item per configured reward source and the Coniq loop-back (none when unset)."""
+    checks: list[tuple[str, Callable[[], str | None]]] = []
+    if settings.ignico_configured:
+        checks.append(
+            (f"ignico {settings.ignico_base_url}", lambda: _probe_source(settings, "ignico"))
+        )
+    if settings.orders_configured:
+        checks.append(
+            (
+                f"orders-platform {settings.orders_base_url}",
+                lambda: _probe_source(settings, "orders-platform"),
+            )
+        )
+    if settings.coniq_outbound_configured:
+        checks.append(
+            (f"coniq {settings.coniq_base_url}", lambda: _probe_source(settings, "coniq"))
+        )
+    return checks
+
+
+def _probe_source(settings: Settings, name: str) -> str | None:
+    """Obtain a token (Ignico), refresh one (orders platform) or call once (Coniq)."""
+    import redis
+
+    from tasks.providers.base import ProviderClient
+    from tasks.providers.coniq import ConiqClient
+    from tasks.providers.errors import ProviderError
+    from tasks.providers.ignico import IgnicoClient
+    from tasks.providers.orders_platform import OrdersPlatformClient
+    from tasks.sources.common import SourceKeys
+    from tasks.sources.orders_platform import token_store
+    from worker.stores.keys import Keys
+
+    store = redis.Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT_SECONDS)
+    client: ProviderClient
+    if name == "ignico":
+        client = IgnicoClient(
+            settings.ignico_base_url,
+            settings.ignico_client_id,
+            settings.ignico_client_secret,
+            timeout=PROBE_TIMEOUT_SECONDS,
+        )
+    elif name == "orders-platform":
+        client = OrdersPlatformClient(
+            settings.orders_base_url,
+            settings.orders_client_id,
+            settings.orders_client_secret,
+            settings.orders_redirect_uri,
+            token_store(store, SourceKeys(Keys(settings.key_prefix), name)),
+            timeout=PROBE_TIMEOUT_SECONDS,
+        )
+    else:
+        client = ConiqClient(
+            settings.coniq_base_url, settings.coniq_api_key, timeout=PROBE_TIMEOUT_SECONDS
+        )
+    try:
+        client.check()
+    except ProviderError as exc:
+        if exc.reason == "not_connected":
+            return "not connected: run `rewardrelay connect orders-platform` once"
+        status = f" (HTTP {exc.status_code})" if exc.status_code else ""
+        return f"{exc.reason}{status}"
+    except redis.RedisError as exc:
+        return f"cannot read the stored token: {type(exc).__name__}"
+    finally:
+        client.close()
+        store.close()
+    return None
 
 
 # Timeout of each connectivity probe of ``check``.
@@ -497,10 +569,12 @@ def _safe_url(url: str) -> str:
 
 def _probe_rules(settings: Settings) -> str | None:
     from tasks.routing import RulesError, load_rules
+    from tasks.runtime import check_source_settings
 
     try:
         rules = load_rules(settings.rules_file)
-    except RulesError as exc:
+        check_source_settings(settings, rules)
+    except (RulesError, SettingsError) as exc:
         return str(exc)
     return None if rules.rules else "the file holds no [[rule]]"
 
