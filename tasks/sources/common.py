@@ -59,6 +59,11 @@ class SourceKeys:
         return self._key("watermark")
 
     @property
+    def emitted(self) -> str:
+        """Set: source item ids already sent to the receiver (skipped by later walks)."""
+        return self._key("emitted")
+
+    @property
     def unsettled(self) -> str:
         """Hash: event id → source item id, emitted but not yet settled at the source."""
         return self._key("unsettled")

@@ -139,7 +139,7 @@ def poll_orders(
     """
     report = report or PollReport(SOURCE)
     names = SourceKeys(rt.keys, SOURCE)
-    emitted_key = f"{names.watermark}:emitted"
+    emitted_key = names.emitted
     floor = _floor(text(rt.redis.hget(names.watermark, "updated_at") or b""))
     newest = ""
     page = 1

@@ -111,6 +111,8 @@ def test_pending_payouts_are_fulfilled_once_and_realized(
         assert ifeelgoods.issued(provider_key(unit["id"])) == 1
         assert ignico.issued(f"realized:{tx}") == 1
         assert ignico.issued(f"cancelled:{tx}") == 0
+    # and the Ifeelgoods sandbox issued nothing else: one order per payout in all
+    assert sum(ifeelgoods.counters()["issued"].values()) == len(ids)
 
 
 def test_discarded_dead_letter_cancels_the_payout_with_the_reason(
@@ -218,6 +220,7 @@ def test_qualifying_orders_are_fulfilled_once_through_rewardops(
     for order_id in skipped:
         key = orders_stack.keys.event(orders_source.event_id_for(order_id))
         assert not orders_stack.redis.exists(key)
+    assert sum(rewardops.counters()["issued"].values()) == len(paid)
 
 
 @pytest.fixture(scope="module")
