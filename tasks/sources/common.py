@@ -124,6 +124,21 @@ class PollReport:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def log(self, logger: logging.Logger) -> None:
+        """One info line when the run did something (counts only, no personal data)."""
+        if self.emitted or self.duplicates or self.rejected or self.settled:
+            settled = " ".join(f"{k}={v}" for k, v in sorted(self.settled.items()))
+            logger.info(
+                "%s run: emitted=%d duplicates=%d rejected=%d skipped=%d pages=%d %s",
+                self.source,
+                self.emitted,
+                self.duplicates,
+                self.rejected,
+                self.skipped,
+                self.pages,
+                settled,
+            )
+
 
 @dataclass(frozen=True)
 class EventOutcome:

@@ -178,6 +178,7 @@ def run_drain(rt: WorkerRuntime, client: ConiqClient) -> PollReport:
         report.stopped = f"redis: {type(exc).__name__}"
     if report.stopped:
         log.warning("coniq outbound stopped early: %s", report.stopped)
+    report.log(log)
     return report
 
 

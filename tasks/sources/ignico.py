@@ -279,6 +279,7 @@ def run_ignico(rt: WorkerRuntime, client: IgnicoClient, emit: Emitter) -> PollRe
         report.stopped = f"redis: {type(exc).__name__}"
     if report.stopped:
         log.warning("ignico poll stopped early: %s", report.stopped)
+    report.log(log)
     return report
 
 

@@ -219,6 +219,7 @@ def run_orders(rt: WorkerRuntime, client: OrdersPlatformClient, emit: Emitter) -
         report.stopped = f"redis: {type(exc).__name__}"
     if report.stopped:
         log.warning("orders platform poll stopped early: %s", report.stopped)
+    report.log(log)
     return report
 
 
