@@ -198,8 +198,11 @@ class Stack:
                 for variable in PROVIDER_VARIABLES[provider]:
                     self.env[variable] = local[variable]
                 self.sandboxes.append(Child(provider, []))
-        if any(s.name == "coniq" for s in self.sandboxes):
+        if self._runs("coniq"):
             self.env.setdefault("CONIQ_RECORD_OFFER_ID", SANDBOX_CONIQ_RECORD_OFFER_ID)
+        if self._runs("orders-platform") and not self.env.get("ORDERS_REDIRECT_URI", "").strip():
+            # The sandbox registers this redirect; a free port keeps parallel runs apart.
+            self.env["ORDERS_REDIRECT_URI"] = f"http://127.0.0.1:{free_port()}/callback"
         self.env["PORT"] = str(self.port)
         self.env["FLOWER_PORT"] = str(self.flower_port)
         # The source pollers (beat) emit their reward events to this receiver.
@@ -251,6 +254,8 @@ class Stack:
             self.console.say(f"embedded Redis on {self.redis.url} (data in {self.redis.redis_dir})")
         for sandbox in self.sandboxes:
             self._start_sandbox(sandbox)
+        if self._runs("orders-platform"):
+            self._connect_orders_sandbox()
         self._record()
         python = sys.executable
         app = "worker.app"
@@ -299,6 +304,34 @@ class Stack:
             self._spawn(child)
         self._wait_ready()
 
+    def _runs(self, sandbox: str) -> bool:
+        return any(child.name == sandbox for child in self.sandboxes)
+
+    def _connect_orders_sandbox(self) -> None:
+        """Do what ``rewardrelay connect orders-platform`` does: the sandbox approves at once.
+
+        A failure only prints a hint; the orders poller then reports "not connected".
+        """
+        from rewardrelay.connect import ConnectError, connect_orders_platform
+
+        def approve(url: str) -> None:  # the operator's browser, following the redirect
+            threading.Thread(
+                target=lambda: httpx.get(url, follow_redirects=True, timeout=5.0),
+                name="orders-consent",
+                daemon=True,
+            ).start()
+
+        try:
+            settings = Settings.from_env(self.env)
+            connect_orders_platform(settings, on_url=approve, timeout=10.0)
+        except (ConnectError, SettingsError) as exc:
+            self.console.say(
+                f"orders-platform sandbox not connected ({exc}); "
+                "run `rewardrelay connect orders-platform`"
+            )
+            return
+        self.console.say("orders-platform sandbox connected (refresh token in Redis)")
+
     def _start_sandbox(self, sandbox: Child) -> None:
         port = free_port()
         sandbox.argv = [
@@ -338,9 +371,14 @@ class Stack:
 
     def _record(self) -> None:
         self._recorded = True
-        recorded = {"REDIS_URL", "PORT", "FLOWER_PORT", "RECEIVER_URL", "CONIQ_RECORD_OFFER_ID"} | {
-            SANDBOX_URL_VARIABLE[s.name] for s in self.sandboxes
-        }
+        recorded = {
+            "REDIS_URL",
+            "PORT",
+            "FLOWER_PORT",
+            "RECEIVER_URL",
+            "CONIQ_RECORD_OFFER_ID",
+            "ORDERS_REDIRECT_URI",
+        } | {SANDBOX_URL_VARIABLE[s.name] for s in self.sandboxes}
         self.data_dir.write_stack(
             {
                 "pid": os.getpid(),
