@@ -41,14 +41,18 @@ EMIT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)  # seconds; the edge answers in 
 EVENTS_PATH = "/events"
 SECRET_PREFIX = "whsec_"
 MAX_ERROR_DETAIL = 200  # characters of an edge error body kept for logs
+ITEM_REFUSALS = frozenset({400, 422})  # the edge refused this event's body, not the setup
 SOURCE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # Ignico (providers.md 4.4) and seed 001 stamps
 
 
 class EmitError(Exception):
     """The receiver did not take the event (unreachable, 5xx, or refused it).
 
-    ``retryable`` is False when the edge refused the event for good (400/401/413/422):
-    re-sending the same body cannot help, and the poller must stop so an operator sees it.
+    ``retryable`` is False only when the edge refused *this event* (400 malformed, 422
+    invalid or id-conflict): the poller records the item as rejected and goes on. Anything
+    else (unreachable, 5xx, 429, but also 401 wrong secret, 404 wrong ``RECEIVER_URL``,
+    413/415) is a problem of the setup or the moment, not of the item: the poller stops
+    and the next run retries the same item, so a misconfiguration never rejects payouts.
     """
 
     def __init__(self, reason: str, *, status_code: int | None = None, retryable: bool = True):
@@ -156,7 +160,7 @@ class HttpEmitter:
         """Send one event; 202 → ACCEPTED, 200 → DUPLICATE.
 
         Raises:
-            EmitError: transport failure, 503/5xx (retryable) or a refusal (not retryable).
+            EmitError: the event was not taken; ``retryable`` unless refused for itself.
         """
         raw = json.dumps(event.to_json(), separators=(",", ":")).encode()
         headers = sign_headers(raw, self._secret, event.id, int(time.time()))
@@ -168,7 +172,7 @@ class HttpEmitter:
             return EmitResult.ACCEPTED
         if response.status_code == 200:
             return EmitResult.DUPLICATE
-        retryable = response.status_code >= 500 or response.status_code in (408, 429)
+        retryable = response.status_code not in ITEM_REFUSALS
         raise EmitError(
             _problem_type(response), status_code=response.status_code, retryable=retryable
         )

@@ -196,3 +196,23 @@ def test_run_holds_the_source_lock(
     report = run_ignico(rt, make_ignico(), make_emitter())
     # then
     assert report.busy and report.emitted == 0
+
+
+def test_a_wrong_event_secret_stops_the_walk_and_rejects_nothing(
+    rt: WorkerRuntime,
+    seeder: IgnicoSeeder,
+    receiver: str,
+    make_ignico: Callable[[], IgnicoClient],
+    make_emitter: Callable[[], HttpEmitter],
+) -> None:
+    # given a worker signing with a secret the receiver does not know (401)
+    ids = seeder.payouts(2)
+    wrong = HttpEmitter(receiver, "whsec_d3Jvbmctc2VjcmV0LXZhbHVlLTEyMzQ=")
+    # when
+    report = poll_payouts(rt, make_ignico(), wrong)
+    wrong.close()
+    # then the walk stopped without rejecting; with the right secret every payout goes
+    assert report.stopped and report.rejected == 0 and report.emitted == 0
+    fixed = CountingEmitter(make_emitter())
+    poll_payouts(rt, make_ignico(), fixed)
+    assert fixed.sent == [event_id_for(tx) for tx in ids]
