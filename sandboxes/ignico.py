@@ -13,7 +13,9 @@ the JSON:API error body (4.3), ``include=user`` on wallet transactions (the publ
 uses ``include=performer`` on actions), and ``cancellationReason`` accepted with
 ``cancelled: true``.
 
-Control API: the shared ``/_sandbox`` endpoints (see :mod:`sandboxes`). ``issued`` counts
+Control API: the shared ``/_sandbox`` endpoints (see :mod:`sandboxes`) plus
+``POST /_sandbox/payouts`` ``{"payouts": [{"email", "amount"?, "first_name"?,
+"last_name"?}]}`` to seed pending payouts (users created as needed; returns them). ``issued`` counts
 ``realized:<transaction id>`` and ``cancelled:<transaction id>`` transitions, so tests can
 prove each payout was settled exactly once.
 """
@@ -31,7 +33,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sandboxes.base import SandboxState, install
+from sandboxes.base import CONTROL_PREFIX, SandboxState, install
 
 __all__ = ["IgnicoState", "create_app"]
 
@@ -383,6 +385,47 @@ def create_app(
                 ids = sorted({tx.user_id for tx in window})
                 document["included"] = [_user_json(st.users[i]) for i in ids if i in st.users]
         return _document(document)
+
+    @app.post(f"{CONTROL_PREFIX}/payouts")
+    def _seed_payouts() -> tuple[Response, int] | Response:
+        """Demo and test seeding: pending payouts (``sub``, not realized) for emails."""
+        body = request.get_json(silent=True)
+        rows = body.get("payouts") if isinstance(body, dict) else None
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and "@" in str(r.get("email", "")) for r in rows
+        ):
+            return jsonify({"error": "body must be {payouts: [{email, amount?}]}"}), 400
+        created = []
+        with st.lock:
+            for row in rows:
+                email = str(row["email"]).strip().lower()
+                user = st.user_by_email(email)
+                if user is None:
+                    user = UserRecord(
+                        id=st.next_id(),
+                        email=email,
+                        country="GB",
+                        first_name=str(row.get("first_name") or ""),
+                        last_name=str(row.get("last_name") or ""),
+                        referral_code=secrets.token_hex(4),
+                    )
+                    st.users[user.id] = user
+                try:
+                    amount = Decimal(str(row.get("amount", "10")))
+                except InvalidOperation:
+                    return jsonify({"error": "amount must be a decimal number"}), 400
+                tx = TransactionRecord(
+                    id=st.next_id(),
+                    user_id=user.id,
+                    type="sub",
+                    amount=amount,
+                    currency="EUR",
+                    description="payout",
+                    added_at=st.clock(),
+                )
+                st.transactions[tx.id] = tx
+                created.append(_transaction_json(tx))
+        return jsonify({"payouts": created})
 
     @app.get(f"{API_PREFIX}/users/wallets/transactions/<int:tx_id>")
     def _get_transaction(tx_id: int) -> Response:

@@ -68,7 +68,7 @@ MAX_SETTLE_PER_RUN = 500  # bound one run's provider calls; the rest wait for th
 # an already-read page during a walk, are still found (membership stops repeats).
 WATERMARK_LOOKBACK_SECONDS = 86_400
 
-_clients: dict[str, Any] = {}
+_clients: dict[str, IgnicoClient] = {}
 _clients_lock = threading.Lock()
 
 

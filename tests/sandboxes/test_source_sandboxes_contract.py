@@ -179,3 +179,23 @@ def test_coniq_requires_the_api_key_header_and_version_2(
     )
     # then
     assert response.status_code == status
+
+
+def test_ignico_control_seeds_pending_payouts(
+    ignico: httpx.Client, ignico_server: RunningServer
+) -> None:
+    """Control API (ours): ``POST /_sandbox/payouts`` creates pending ``sub`` transactions."""
+    # given / when
+    seeded = httpx.post(
+        f"{ignico_server.url}/_sandbox/payouts",
+        json={"payouts": [{"email": "ada@example.com", "amount": "12.50"}] * 2},
+    )
+    headers = {"Authorization": f"Bearer {ignico_token(ignico)}", "Accept": JSONAPI}
+    pending = ignico.get(
+        "/users/wallets/transactions",
+        params={"filter[type]": "sub", "filter[realized]": "0", "filter[cancelled]": "0"},
+        headers=headers,
+    )
+    # then
+    assert seeded.status_code == 200 and len(seeded.json()["payouts"]) == 2
+    assert pending.json()["meta"]["page"]["total"] == 2
