@@ -8,6 +8,7 @@
     rewardrelay status     the fulfilment state of an event's units
     rewardrelay dlq        list, show, replay and discard dead letters
     rewardrelay check      settings, rules, Redis, broker and provider reachability
+    rewardrelay connect    authorize access to a reward source once (orders-platform)
 
 The client commands (``send``, ``status``, ``dlq``, ``check``) talk to the HTTP API and
 need no configuration next to a local ``rewardrelay run``: unset secrets and the admin
@@ -478,7 +479,79 @@ def _checks(settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
         (f"broker {_safe_url(settings.celery_broker_url)}", lambda: _probe_broker(settings)),
         (f"ifeelgoods {settings.ifeelgoods_base_url}", lambda: _probe_ifeelgoods(settings)),
         (f"rewardops {settings.rewardops_base_url}", lambda: _probe_rewardops(settings)),
+        *_source_checks(settings),
     ]
+
+
+def _source_checks(settings: Settings) -> list[tuple[str, Callable[[], str | None]]]:
+    """One item per configured reward source and the Coniq loop-back (none when unset)."""
+    checks: list[tuple[str, Callable[[], str | None]]] = []
+    if settings.ignico_configured:
+        checks.append(
+            (f"ignico {settings.ignico_base_url}", lambda: _probe_source(settings, "ignico"))
+        )
+    if settings.orders_configured:
+        checks.append(
+            (
+                f"orders-platform {settings.orders_base_url}",
+                lambda: _probe_source(settings, "orders-platform"),
+            )
+        )
+    if settings.coniq_outbound_configured:
+        checks.append(
+            (f"coniq {settings.coniq_base_url}", lambda: _probe_source(settings, "coniq"))
+        )
+    return checks
+
+
+def _probe_source(settings: Settings, name: str) -> str | None:
+    """Obtain a token (Ignico), refresh one (orders platform) or call once (Coniq)."""
+    import redis
+
+    from tasks.providers.base import ProviderClient
+    from tasks.providers.coniq import ConiqClient
+    from tasks.providers.errors import ProviderError
+    from tasks.providers.ignico import IgnicoClient
+    from tasks.providers.orders_platform import OrdersPlatformClient
+    from tasks.sources.common import SourceKeys
+    from tasks.sources.orders_platform import token_store
+    from worker.stores.keys import Keys
+
+    store = redis.Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT_SECONDS)
+    client: ProviderClient
+    if name == "ignico":
+        client = IgnicoClient(
+            settings.ignico_base_url,
+            settings.ignico_client_id,
+            settings.ignico_client_secret,
+            timeout=PROBE_TIMEOUT_SECONDS,
+        )
+    elif name == "orders-platform":
+        client = OrdersPlatformClient(
+            settings.orders_base_url,
+            settings.orders_client_id,
+            settings.orders_client_secret,
+            settings.orders_redirect_uri,
+            token_store(store, SourceKeys(Keys(settings.key_prefix), name)),
+            timeout=PROBE_TIMEOUT_SECONDS,
+        )
+    else:
+        client = ConiqClient(
+            settings.coniq_base_url, settings.coniq_api_key, timeout=PROBE_TIMEOUT_SECONDS
+        )
+    try:
+        client.check()
+    except ProviderError as exc:
+        if exc.reason == "not_connected":
+            return "not connected: run `rewardrelay connect orders-platform` once"
+        status = f" (HTTP {exc.status_code})" if exc.status_code else ""
+        return f"{exc.reason}{status}"
+    except redis.RedisError as exc:
+        return f"cannot read the stored token: {type(exc).__name__}"
+    finally:
+        client.close()
+        store.close()
+    return None
 
 
 # Timeout of each connectivity probe of ``check``.
@@ -496,10 +569,12 @@ def _safe_url(url: str) -> str:
 
 def _probe_rules(settings: Settings) -> str | None:
     from tasks.routing import RulesError, load_rules
+    from tasks.runtime import check_source_settings
 
     try:
         rules = load_rules(settings.rules_file)
-    except RulesError as exc:
+        check_source_settings(settings, rules)
+    except (RulesError, SettingsError) as exc:
         return str(exc)
     return None if rules.rules else "the file holds no [[rule]]"
 
@@ -628,6 +703,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_stack(port=args.port, flower=not args.no_flower, flower_port=args.flower_port)
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from rewardrelay.connect import ConnectError, connect_orders_platform
+
+    settings = Settings.from_env(DataDir.from_env().client_environ())
+    settings.require("REDIS_URL")
+
+    def show(url: str) -> None:
+        print("Open this URL, sign in and approve access:", flush=True)
+        print(f"  {url}", flush=True)
+        print(f"Waiting for the redirect to {settings.orders_redirect_uri} ...", flush=True)
+
+    try:
+        connect_orders_platform(settings, on_url=show, timeout=args.timeout)
+    except ConnectError as exc:
+        raise CommandError(f"connect {args.source}: {exc}") from None
+    print(f"connected {args.source}: refresh token stored in Redis")
+    return EXIT_OK
+
+
 # --- parser ---------------------------------------------------------------------------
 
 
@@ -706,6 +800,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="settings, rules, Redis, broker, providers")
     check.set_defaults(handler=cmd_check)
+
+    connect = sub.add_parser("connect", help="authorize access to a reward source once")
+    connect.add_argument("source", choices=("orders-platform",))
+    connect.add_argument(
+        "--timeout", type=float, default=300.0, metavar="SECONDS", help="wait for the redirect"
+    )
+    connect.set_defaults(handler=cmd_connect)
     return parser
 
 

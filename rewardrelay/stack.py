@@ -1,10 +1,11 @@
 """``rewardrelay run``: the whole stack on one machine, on embedded defaults.
 
 What is not configured is provided: an embedded Redis (``REDIS_URL`` unset), the provider
-sandboxes (``IFEELGOODS_API_KEY`` / ``REWARDOPS_CLIENT_ID`` unset), and generated secrets
-and admin token (from the local data directory). Then the production processes of the
-``Procfile`` run as children with that environment: web (gunicorn), worker (celery),
-beat, relay and Flower. Their output is printed prefixed with their name.
+sandboxes (``IFEELGOODS_API_KEY`` / ``REWARDOPS_CLIENT_ID`` unset), the reward-source
+sandboxes (``IGNICO_CLIENT_ID`` / ``ORDERS_CLIENT_ID`` / ``CONIQ_API_KEY`` unset), and
+generated secrets and admin token (from the local data directory). Then the production
+processes of the ``Procfile`` run as children with that environment: web (gunicorn),
+worker (celery), beat, relay and Flower. Their output is printed prefixed with their name.
 
 The supervisor stops everything on Ctrl-C or SIGTERM (SIGTERM, then SIGKILL after a
 timeout; Redis last), and stops everything with a non-zero exit when a child dies.
@@ -50,9 +51,31 @@ SANDBOX_START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 20.0
 # How often the supervisor looks at its children.
 SUPERVISE_INTERVAL_SECONDS = 0.2
-SANDBOX_BASE_PATHS = {"ifeelgoods": "/fulfillment/v2", "rewardops": "/api/v4"}
-SANDBOX_KEY_VARIABLE = {"ifeelgoods": "IFEELGOODS_API_KEY", "rewardops": "REWARDOPS_CLIENT_ID"}
-SANDBOX_URL_VARIABLE = {"ifeelgoods": "IFEELGOODS_BASE_URL", "rewardops": "REWARDOPS_BASE_URL"}
+SANDBOX_BASE_PATHS = {
+    "ifeelgoods": "/fulfillment/v2",
+    "rewardops": "/api/v4",
+    "ignico": "/api/v1",
+    "orders-platform": "",
+    "coniq": "",
+}
+# A sandbox runs when this variable is unset (reward providers, then reward sources).
+SANDBOX_KEY_VARIABLE = {
+    "ifeelgoods": "IFEELGOODS_API_KEY",
+    "rewardops": "REWARDOPS_CLIENT_ID",
+    "ignico": "IGNICO_CLIENT_ID",
+    "orders-platform": "ORDERS_CLIENT_ID",
+    "coniq": "CONIQ_API_KEY",
+}
+SANDBOX_URL_VARIABLE = {
+    "ifeelgoods": "IFEELGOODS_BASE_URL",
+    "rewardops": "REWARDOPS_BASE_URL",
+    "ignico": "IGNICO_BASE_URL",
+    "orders-platform": "ORDERS_BASE_URL",
+    "coniq": "CONIQ_BASE_URL",
+}
+SANDBOX_URL_PLACEHOLDER = "http://127.0.0.1:1"  # validates settings before sandboxes listen
+# The Coniq offer assigned when recording a reward back, under the Coniq sandbox.
+SANDBOX_CONIQ_RECORD_OFFER_ID = "9001"
 
 
 class StackError(RuntimeError):
@@ -175,11 +198,25 @@ class Stack:
                 for variable in PROVIDER_VARIABLES[provider]:
                     self.env[variable] = local[variable]
                 self.sandboxes.append(Child(provider, []))
+        if self._runs("coniq"):
+            self.env.setdefault("CONIQ_RECORD_OFFER_ID", SANDBOX_CONIQ_RECORD_OFFER_ID)
+        if self._runs("orders-platform") and not self.env.get("ORDERS_REDIRECT_URI", "").strip():
+            # The sandbox registers this redirect; a free port keeps parallel runs apart.
+            self.env["ORDERS_REDIRECT_URI"] = f"http://127.0.0.1:{free_port()}/callback"
         self.env["PORT"] = str(self.port)
         self.env["FLOWER_PORT"] = str(self.flower_port)
+        # The source pollers (beat) emit their reward events to this receiver.
+        if not self.env.get("RECEIVER_URL", "").strip():
+            self.env["RECEIVER_URL"] = self.receiver_url
         # Children print as they go, so their lines appear in order and at once.
         self.env["PYTHONUNBUFFERED"] = "1"
-        settings = Settings.from_env(self.env)
+        # Sandbox URLs are known once they listen (start()); validate with a stand-in.
+        pending = {
+            SANDBOX_URL_VARIABLE[s.name]: SANDBOX_URL_PLACEHOLDER
+            for s in self.sandboxes
+            if not self.env.get(SANDBOX_URL_VARIABLE[s.name], "").strip()
+        }
+        settings = Settings.from_env({**self.env, **pending})
         load_rules(settings.rules_file)
         busy = [self.port] + ([self.flower_port] if self.flower else [])
         for port in busy:
@@ -217,6 +254,8 @@ class Stack:
             self.console.say(f"embedded Redis on {self.redis.url} (data in {self.redis.redis_dir})")
         for sandbox in self.sandboxes:
             self._start_sandbox(sandbox)
+        if self._runs("orders-platform"):
+            self._connect_orders_sandbox()
         self._record()
         python = sys.executable
         app = "worker.app"
@@ -265,6 +304,34 @@ class Stack:
             self._spawn(child)
         self._wait_ready()
 
+    def _runs(self, sandbox: str) -> bool:
+        return any(child.name == sandbox for child in self.sandboxes)
+
+    def _connect_orders_sandbox(self) -> None:
+        """Do what ``rewardrelay connect orders-platform`` does: the sandbox approves at once.
+
+        A failure only prints a hint; the orders poller then reports "not connected".
+        """
+        from rewardrelay.connect import ConnectError, connect_orders_platform
+
+        def approve(url: str) -> None:  # the operator's browser, following the redirect
+            threading.Thread(
+                target=lambda: httpx.get(url, follow_redirects=True, timeout=5.0),
+                name="orders-consent",
+                daemon=True,
+            ).start()
+
+        try:
+            settings = Settings.from_env(self.env)
+            connect_orders_platform(settings, on_url=approve, timeout=10.0)
+        except (ConnectError, SettingsError) as exc:
+            self.console.say(
+                f"orders-platform sandbox not connected ({exc}); "
+                "run `rewardrelay connect orders-platform`"
+            )
+            return
+        self.console.say("orders-platform sandbox connected (refresh token in Redis)")
+
     def _start_sandbox(self, sandbox: Child) -> None:
         port = free_port()
         sandbox.argv = [
@@ -304,9 +371,14 @@ class Stack:
 
     def _record(self) -> None:
         self._recorded = True
-        recorded = {"REDIS_URL", "PORT", "FLOWER_PORT"} | {
-            SANDBOX_URL_VARIABLE[s.name] for s in self.sandboxes
-        }
+        recorded = {
+            "REDIS_URL",
+            "PORT",
+            "FLOWER_PORT",
+            "RECEIVER_URL",
+            "CONIQ_RECORD_OFFER_ID",
+            "ORDERS_REDIRECT_URI",
+        } | {SANDBOX_URL_VARIABLE[s.name] for s in self.sandboxes}
         self.data_dir.write_stack(
             {
                 "pid": os.getpid(),

@@ -1,15 +1,21 @@
-"""Provider sandboxes: local HTTP simulators of Ifeelgoods Fulfillment v2 and RewardOps v4.
+"""Provider sandboxes: local HTTP simulators of Ifeelgoods Fulfillment v2 and RewardOps v4,
+and of the reward sources Ignico, the OAuth2 orders platform and Coniq (issue 6).
 
 Stage: test and demo infrastructure that ships with the package. ``rewardrelay run`` points
 the worker at these when no vendor credentials are configured, and the test suite starts
 them as real HTTP servers on loopback. They implement ``contracts/providers.md`` (sections
-1 and 2, including the parts tagged [DESIGN]) and can misbehave on demand, so every retry,
-lookup and If-Match path of the worker can be exercised end to end.
+1 and 2, and 3-5 for the sources, including the parts tagged [DESIGN]) and can misbehave
+on demand, so every retry, lookup and If-Match path of the worker can be exercised end to
+end.
 
 Apps and servers::
 
     sandboxes.ifeelgoods.create_app(state=None, *, api_key=None, api_secret=None) -> Flask
     sandboxes.rewardops.create_app(state=None, *, client_id=None, client_secret=None) -> Flask
+    sandboxes.ignico.create_app(state=None, *, client_id=None, client_secret=None) -> Flask
+    sandboxes.orders_platform.create_app(state=None, *, client_id=None, client_secret=None,
+                                         redirect_uri=None) -> Flask
+    sandboxes.coniq.create_app(state=None, *, api_key=None) -> Flask
     sandboxes.server.serve_in_thread(app, host="127.0.0.1", port=0) -> RunningServer
     sandboxes.server.serve_forever(name, host="127.0.0.1", port=0, **creds) -> None
     sandboxes.control.SandboxControl(url)   # HTTP client for the control API below
@@ -36,7 +42,9 @@ Control API (no authentication, never faulted)
 ``POST /_sandbox/faults``  install rules (format below); replaces unless ``append``
 ``DELETE /_sandbox/faults`` remove every rule
 ``POST /_sandbox/tokens/expire``  expire every issued bearer token (next use → 401)
-``POST /_sandbox/config``  RewardOps only: ``{"delivery_delay": seconds}``
+``POST /_sandbox/config``  RewardOps: ``{"delivery_delay": seconds}``; orders
+                           platform: ``{"access_ttl": seconds}``
+``POST /_sandbox/orders``  orders platform only: seed orders (see its module)
 =========================  =====================================================
 
 Fault rules

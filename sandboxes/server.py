@@ -24,7 +24,7 @@ __all__ = [
     "serve_in_thread",
 ]
 
-SANDBOX_NAMES = ("ifeelgoods", "rewardops")
+SANDBOX_NAMES = ("ifeelgoods", "rewardops", "ignico", "orders-platform", "coniq")
 SHUTDOWN_POLL_SECONDS = 0.05  # how often the serving loop checks for stop(); keeps tests quick
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,9 @@ def serve_in_thread(
 
 
 def create_sandbox_app(name: str, **creds: str | None) -> Flask:
-    """Build the named sandbox app. Credentials: ``api_key``/``api_secret`` (Ifeelgoods) or
-    ``client_id``/``client_secret`` (RewardOps); unset ones come from the environment.
+    """Build the named sandbox app. Credentials: ``api_key``/``api_secret`` (Ifeelgoods),
+    ``client_id``/``client_secret`` (RewardOps, Ignico, orders platform) or ``api_key``
+    (Coniq); unset ones come from the environment.
 
     Raises:
         ValueError: unknown sandbox name or credential argument.
@@ -117,6 +118,31 @@ def create_sandbox_app(name: str, **creds: str | None) -> Flask:
         return rewardops.create_app(
             client_id=creds.get("client_id"), client_secret=creds.get("client_secret")
         )
+    if name == "ignico":
+        from sandboxes import ignico
+
+        unknown = set(creds) - {"client_id", "client_secret"}
+        if unknown:
+            raise ValueError(f"unknown Ignico sandbox option(s): {sorted(unknown)}")
+        return ignico.create_app(
+            client_id=creds.get("client_id"), client_secret=creds.get("client_secret")
+        )
+    if name == "orders-platform":
+        from sandboxes import orders_platform
+
+        unknown = set(creds) - {"client_id", "client_secret"}
+        if unknown:
+            raise ValueError(f"unknown orders platform sandbox option(s): {sorted(unknown)}")
+        return orders_platform.create_app(
+            client_id=creds.get("client_id"), client_secret=creds.get("client_secret")
+        )
+    if name == "coniq":
+        from sandboxes import coniq
+
+        unknown = set(creds) - {"api_key"}
+        if unknown:
+            raise ValueError(f"unknown Coniq sandbox option(s): {sorted(unknown)}")
+        return coniq.create_app(api_key=creds.get("api_key"))
     raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(SANDBOX_NAMES)}")
 
 

@@ -27,6 +27,7 @@ from tasks.providers.errors import (
 )
 from tasks.routing import Route
 from tasks.runtime import WorkerRuntime
+from tasks.sources import coniq_outbound
 from worker import metrics, observability
 from worker.stores.ledger import AttemptRecord, BeginDecision
 from worker.stores.models import Unit, UnitState
@@ -208,6 +209,9 @@ class _Attempt:
             provider_ref=result.reference,
             task_id=self.task_id,
         )
+        # Issue 6, the loop back to Coniq: queue the unit to be recorded in Coniq by a beat
+        # task (a Redis SADD that never raises; no-op unless Coniq-sourced and configured).
+        coniq_outbound.note_fulfilled(self.rt, self.unit)
         return Outcome(self.unit.id, "fulfilled", UnitState.FULFILLED)
 
     def retry(

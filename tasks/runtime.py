@@ -19,7 +19,7 @@ from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import Ledger
 
-__all__ = ["WorkerRuntime", "build_runtime", "check_worker_settings"]
+__all__ = ["WorkerRuntime", "build_runtime", "check_source_settings", "check_worker_settings"]
 
 
 @dataclass
@@ -108,4 +108,28 @@ def check_worker_settings(settings: Settings) -> Rules:
         for name in _CREDENTIALS[provider]:
             if not getattr(settings, name.lower()):
                 raise SettingsError(name, f"is required: the rules route rewards to {provider}")
+    check_source_settings(settings, rules)
     return rules
+
+
+# Reward sources: (is it configured, the variable naming its reward code).
+_SOURCE_CODES = (
+    ("ignico_configured", "IGNICO_REWARD_CODE"),
+    ("orders_configured", "ORDERS_REWARD_CODE"),
+)
+
+
+def check_source_settings(settings: Settings, rules: Rules) -> None:
+    """Each configured reward source emits a reward code some rule routes, signed events.
+
+    Raises:
+        SettingsError: a source's reward code is routed by no rule, or no EVENT_SECRETS.
+    """
+    for flag, name in _SOURCE_CODES:
+        if not getattr(settings, flag):
+            continue
+        code = getattr(settings, name.lower())
+        if rules.route("internal", "reward.granted", {"reward_code": code}) is None:
+            raise SettingsError(name, f"{code!r} is routed by no rule in {settings.rules_file}")
+        if not settings.event_secrets:
+            raise SettingsError("EVENT_SECRETS", "is required to sign the reward sources' events")

@@ -13,10 +13,28 @@ from celery import Celery
 
 from worker.config import Settings
 
-__all__ = ["make_celery", "BROKER_VISIBILITY_TIMEOUT_SECONDS", "FULFILL_TASK", "SWEEP_TASK"]
+__all__ = [
+    "make_celery",
+    "BROKER_VISIBILITY_TIMEOUT_SECONDS",
+    "FULFILL_TASK",
+    "SWEEP_TASK",
+    "POLL_IGNICO_TASK",
+    "POLL_ORDERS_TASK",
+    "DRAIN_CONIQ_TASK",
+]
 
 FULFILL_TASK = "tasks.fulfill_reward"
 SWEEP_TASK = "tasks.sweep"
+# Reward sources and the loop back to Coniq (issue 6), scheduled only when configured.
+POLL_IGNICO_TASK = "tasks.sources.poll_ignico"
+POLL_ORDERS_TASK = "tasks.sources.poll_orders_platform"
+DRAIN_CONIQ_TASK = "tasks.sources.drain_coniq_outbound"
+TASK_MODULES = [
+    "tasks.fulfill",
+    "tasks.sources.ignico",
+    "tasks.sources.orders_platform",
+    "tasks.sources.coniq_outbound",
+]
 # Redis redelivers an unacked message after this long; every countdown we use is far
 # below it (we use none for retries) and every task finishes well within it.
 BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
@@ -24,7 +42,7 @@ BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
 
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app from one Settings; no broker connection is made here."""
-    app = Celery("rewardrelay", broker=settings.celery_broker_url, include=["tasks.fulfill"])
+    app = Celery("rewardrelay", broker=settings.celery_broker_url, include=TASK_MODULES)
     transport_options: dict[str, Any] = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS}
     if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: without them RabbitMQ may drop messages under resource alarms.
@@ -59,9 +77,32 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=int(settings.task_lease_seconds * 0.8),
         worker_hijack_root_logger=False,
         timezone="UTC",
-        beat_schedule={
-            "sweep-units": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds}
-        },
+        beat_schedule=_beat_schedule(settings),
     )
     app.conf.rewardrelay_settings = settings
     return app
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The sweeper always; each source poller only when that source is configured."""
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep-units": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds}
+    }
+    every = settings.source_poll_seconds
+    # A poll that cannot start within one interval is superseded by the next one.
+    options = {"expires": every}
+    if settings.ignico_configured:
+        schedule["poll-ignico"] = {"task": POLL_IGNICO_TASK, "schedule": every, "options": options}
+    if settings.orders_configured:
+        schedule["poll-orders-platform"] = {
+            "task": POLL_ORDERS_TASK,
+            "schedule": every,
+            "options": options,
+        }
+    if settings.coniq_outbound_configured:
+        schedule["drain-coniq-outbound"] = {
+            "task": DRAIN_CONIQ_TASK,
+            "schedule": every,
+            "options": options,
+        }
+    return schedule

@@ -13,7 +13,9 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["Settings", "SettingsError", "DEFAULT_RULES_FILE"]
@@ -23,6 +25,7 @@ DEFAULT_RULES_FILE = Path(__file__).with_name("rules.example.toml")
 ENV_ALIASES = {"CELERY_BROKER_URL": "broker_url", "RR_KEY_PREFIX": "key_prefix"}
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*):([^@/]+)@")
 _WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/=]{8,}$")
+_REWARD_CODE = r"^[\x21-\x7e]{1,200}$"  # same bound as an internal event's reward_code
 
 
 class SettingsError(Exception):
@@ -69,6 +72,38 @@ class Settings:
     sweep_interval_seconds: float = 5.0
     task_lease_seconds: float = 60.0
     delivery_poll_seconds: float = 2.0
+    # Reward sources (issue 6): pollers emit signed reward.granted events to the receiver.
+    receiver_url: str = "http://127.0.0.1:8000"
+    source_poll_seconds: float = 60.0
+    source_page_size: int = 25
+    ignico_base_url: str = ""
+    ignico_client_id: str = field(default="", repr=False)
+    ignico_client_secret: str = field(default="", repr=False)
+    ignico_reward_code: str = "IGNICO-PAYOUT"
+    orders_base_url: str = ""
+    orders_client_id: str = field(default="", repr=False)
+    orders_client_secret: str = field(default="", repr=False)
+    orders_redirect_uri: str = "http://127.0.0.1:8765/callback"
+    orders_min_total: Decimal = Decimal("50")
+    orders_reward_code: str = "ORDER-REWARD"
+    coniq_base_url: str = "https://api.coniq.com"
+    coniq_api_key: str = field(default="", repr=False)
+    coniq_record_offer_id: str = ""
+
+    @property
+    def ignico_configured(self) -> bool:
+        """Ignico payouts are polled only when a workspace and client id are set."""
+        return bool(self.ignico_base_url and self.ignico_client_id)
+
+    @property
+    def orders_configured(self) -> bool:
+        """The orders platform is polled only when its URL and client id are set."""
+        return bool(self.orders_base_url and self.orders_client_id)
+
+    @property
+    def coniq_outbound_configured(self) -> bool:
+        """Fulfilled Coniq rewards are recorded back only when a Coniq API key is set."""
+        return bool(self.coniq_api_key)
 
     @property
     def celery_broker_url(self) -> str:
@@ -114,6 +149,7 @@ class Settings:
             sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, low=0.1),
             task_lease_seconds=_float(env, "TASK_LEASE_SECONDS", 60.0, low=1.0),
             delivery_poll_seconds=_float(env, "DELIVERY_POLL_SECONDS", 2.0, low=0.05),
+            **_source_settings(env, defaults),
         )
 
     def require(self, *names: str) -> None:
@@ -139,7 +175,7 @@ class Settings:
                 )
             if isinstance(value, str) and "://" in value:
                 value = _URL_PASSWORD.sub(r"\1:***@", value)
-            out[f.name.upper()] = str(value) if isinstance(value, Path) else value
+            out[f.name.upper()] = str(value) if isinstance(value, Path | Decimal) else value
         return out
 
     def __repr__(self) -> str:
@@ -223,4 +259,60 @@ def _admin_token(env: Mapping[str, str]) -> str:
     value = env.get("ADMIN_TOKEN", "").strip()
     if value and len(value) < 16:
         raise SettingsError("ADMIN_TOKEN", "must be at least 16 characters")
+    return value
+
+
+def _source_settings(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """Settings of the reward sources (Ignico, orders platform) and the Coniq loop-back.
+
+    A client id without its secret or base URL is refused: half a configuration would
+    silently never poll.
+    """
+    out: dict[str, Any] = {
+        "receiver_url": _url(env, "RECEIVER_URL", defaults.receiver_url, ("http", "https")),
+        "source_poll_seconds": _float(env, "SOURCE_POLL_SECONDS", 60.0, low=0.1),
+        "source_page_size": _int(env, "SOURCE_PAGE_SIZE", defaults.source_page_size, low=1),
+        "ignico_base_url": _url(env, "IGNICO_BASE_URL", "", ("http", "https")),
+        "ignico_client_id": env.get("IGNICO_CLIENT_ID", "").strip(),
+        "ignico_client_secret": env.get("IGNICO_CLIENT_SECRET", "").strip(),
+        "ignico_reward_code": _text(
+            env, "IGNICO_REWARD_CODE", defaults.ignico_reward_code, pattern=_REWARD_CODE
+        ),
+        "orders_base_url": _url(env, "ORDERS_BASE_URL", "", ("http", "https")),
+        "orders_client_id": env.get("ORDERS_CLIENT_ID", "").strip(),
+        "orders_client_secret": env.get("ORDERS_CLIENT_SECRET", "").strip(),
+        "orders_redirect_uri": _url(
+            env, "ORDERS_REDIRECT_URI", defaults.orders_redirect_uri, ("http", "https")
+        ),
+        "orders_min_total": _decimal(env, "ORDERS_MIN_TOTAL", defaults.orders_min_total),
+        "orders_reward_code": _text(
+            env, "ORDERS_REWARD_CODE", defaults.orders_reward_code, pattern=_REWARD_CODE
+        ),
+        "coniq_base_url": _url(env, "CONIQ_BASE_URL", defaults.coniq_base_url, ("http", "https")),
+        "coniq_api_key": env.get("CONIQ_API_KEY", "").strip(),
+        "coniq_record_offer_id": env.get("CONIQ_RECORD_OFFER_ID", "").strip(),
+    }
+    if out["coniq_api_key"] and not out["coniq_record_offer_id"]:
+        raise SettingsError("CONIQ_RECORD_OFFER_ID", "is required when CONIQ_API_KEY is set")
+    for prefix in ("IGNICO", "ORDERS"):
+        client_id = out[f"{prefix.lower()}_client_id"]
+        if client_id and not out[f"{prefix.lower()}_client_secret"]:
+            raise SettingsError(
+                f"{prefix}_CLIENT_SECRET", f"is required when {prefix}_CLIENT_ID is set"
+            )
+        if client_id and not out[f"{prefix.lower()}_base_url"]:
+            raise SettingsError(f"{prefix}_BASE_URL", f"is required when {prefix}_CLIENT_ID is set")
+    return out
+
+
+def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(name, f"must be a decimal amount, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise SettingsError(name, f"must be a finite amount of at least 0, got {raw!r}")
     return value

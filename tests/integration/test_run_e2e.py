@@ -92,6 +92,8 @@ def test_run_send_status_shows_a_fulfilled_reward_and_survives_a_restart(tmp_pat
         assert event_id.startswith("evt_")
         assert status.returncode == 0, status.stdout + status.stderr
         assert "fulfilled" in status.stdout
+        # and the orders-platform sandbox was connected for the user (issue 6)
+        assert b"orders-platform sandbox connected" in (tmp_path / "run1.log").read_bytes()
     finally:
         exit_code = _stop(proc)
 

@@ -79,3 +79,44 @@ def test_missing_redis_url_fails_the_settings_item(cli_env, capsys):
     out = capsys.readouterr().out.strip()
     assert code == 1
     assert out == "FAIL settings: invalid setting REDIS_URL: is required but not set"
+
+
+def test_configured_sources_are_checked_and_an_unconnected_platform_fails(
+    local_services, monkeypatch, capsys
+):
+    # given Ignico and Coniq sandboxes, and an orders platform never connected
+    ignico = serve_in_thread(
+        create_sandbox_app("ignico", client_id="ig-1", client_secret="igs-1"), log_requests=False
+    )
+    orders = serve_in_thread(
+        create_sandbox_app("orders-platform", client_id="op-1", client_secret="ops-1"),
+        log_requests=False,
+    )
+    coniq = serve_in_thread(create_sandbox_app("coniq", api_key="ck-1"), log_requests=False)
+    env = {
+        "IGNICO_BASE_URL": f"{ignico.url}/api/v1",
+        "IGNICO_CLIENT_ID": "ig-1",
+        "IGNICO_CLIENT_SECRET": "igs-1",
+        "ORDERS_BASE_URL": orders.url,
+        "ORDERS_CLIENT_ID": "op-1",
+        "ORDERS_CLIENT_SECRET": "ops-1",
+        "CONIQ_BASE_URL": coniq.url,
+        "CONIQ_API_KEY": "ck-1",
+        "CONIQ_RECORD_OFFER_ID": "9001",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    # when
+    code = main(["check"])
+
+    # then
+    out = capsys.readouterr().out
+    items = _items(out)
+    assert code == 1
+    assert items["rules"] == "ok" and items["ignico"] == "ok" and items["coniq"] == "ok"
+    assert items["orders-platform"] == "FAIL"
+    assert "rewardrelay connect orders-platform" in out
+    assert "igs-1" not in out and "ops-1" not in out and "ck-1" not in out
+    for server in (ignico, orders, coniq):
+        server.stop()

@@ -43,7 +43,15 @@ def test_webhook_secrets_are_32_random_bytes_and_valid_settings(tmp_path):
     local = DataDir(tmp_path / "data").secrets()
 
     # when
-    settings = Settings.from_env(dict(local.values))
+    # (with the addresses and offer id `run` adds once the source sandboxes listen)
+    settings = Settings.from_env(
+        {
+            **local.values,
+            "IGNICO_BASE_URL": "http://127.0.0.1:1/api/v1",
+            "ORDERS_BASE_URL": "http://127.0.0.1:2",
+            "CONIQ_RECORD_OFFER_ID": "9001",
+        }
+    )
 
     # then
     for name in ("CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS"):

@@ -34,7 +34,15 @@ def test_unset_secrets_and_providers_come_from_the_data_dir(tmp_path):
     assert settings.coniq_webhook_secrets == (local["CONIQ_WEBHOOK_SECRETS"],)
     assert settings.admin_token == local["ADMIN_TOKEN"]
     assert settings.ifeelgoods_api_key == local["IFEELGOODS_API_KEY"]
-    assert [s.name for s in stack.sandboxes] == ["ifeelgoods", "rewardops"]
+    assert [s.name for s in stack.sandboxes] == [
+        "ifeelgoods",
+        "rewardops",
+        "ignico",
+        "orders-platform",
+        "coniq",
+    ]
+    assert settings.ignico_configured and settings.orders_configured
+    assert settings.coniq_outbound_configured and settings.receiver_url == stack.receiver_url
 
 
 def test_set_provider_credentials_mean_no_sandbox(tmp_path):
@@ -49,7 +57,7 @@ def test_set_provider_credentials_mean_no_sandbox(tmp_path):
     # then
     assert settings.ifeelgoods_api_key == "real-key"
     assert settings.admin_token == "t" * 20
-    assert [s.name for s in stack.sandboxes] == ["rewardops"]
+    assert [s.name for s in stack.sandboxes] == ["rewardops", "ignico", "orders-platform", "coniq"]
 
 
 def test_refuses_a_receiver_port_in_use(tmp_path):

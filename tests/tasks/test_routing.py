@@ -31,6 +31,8 @@ def test_example_rules_file_loads_every_rule_in_order(example_rules):
         "coniq-catalogue-voucher",
         "internal-gift-card",
         "internal-catalogue-voucher",
+        "ignico-payout",
+        "orders-platform-reward",
         "coniq-customer-events",
     ]
     assert example_rules.rules[-1].route is None  # the ignore rule
