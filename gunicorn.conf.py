@@ -1,47 +1,8 @@
-"""gunicorn settings for the web process.
+"""gunicorn reads this file from the working directory: ``gunicorn -c gunicorn.conf.py``.
 
-    gunicorn -c gunicorn.conf.py                          # app, bind, workers from here
-    gunicorn -c gunicorn.conf.py "webhooks:create_app()"  # the same, app named explicitly
-
-Command-line flags override these values. ``PORT`` (default 8000), ``WEB_CONCURRENCY``
-(default 2 processes) and ``WEB_THREADS`` (default 8 threads each) size the server.
-
-Prometheus multiprocess mode: set ``PROMETHEUS_MULTIPROC_DIR`` to one directory shared by
-the web and worker processes of this host, empty when the deployment starts (the
-prometheus_client convention). Each gunicorn worker writes its samples there; when one
-exits, ``child_exit`` retires its files so ``GET /metrics`` stops reporting its live
-gauges (counters and histograms keep their totals, as Prometheus expects).
+The settings live in the package (``webhooks/gunicorn_conf.py``) so that an installed
+rewardrelay can use them too: ``gunicorn -c python:webhooks.gunicorn_conf``.
 """
 
-from __future__ import annotations
-
-import os
-from typing import Any
-
-wsgi_app = "webhooks:create_app()"
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
-# Webhook senders retry on errors; a request stuck longer than this is better retried.
-timeout = 30
-graceful_timeout = 20
-keepalive = 5
-# The app logs each event itself (with ids, never bodies); gunicorn's access log is off
-# unless asked for with --access-logfile.
-accesslog = None
-
-
-def on_starting(server: Any) -> None:
-    """Create the metrics directory if it is named but missing (prometheus_client needs it)."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """A gunicorn worker exited: mark it dead for the Prometheus multiprocess collector."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+from webhooks.gunicorn_conf import *  # noqa: F403 - gunicorn reads module-level names
+from webhooks.gunicorn_conf import child_exit, on_starting  # noqa: F401 - the hooks, explicitly

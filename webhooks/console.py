@@ -10,9 +10,12 @@
     GET       /admin/events?event_id=...         an event's units (codes masked)
 
 Sessions are Flask's signed cookie, keyed by an HMAC of ``ADMIN_TOKEN`` (rotating the
-token signs everyone out) and scoped to ``/admin``: HttpOnly, SameSite=Strict, Secure
-whenever the request came over https (so the console also works on http://127.0.0.1).
-Every form carries the session's CSRF token, compared in constant time. Like the admin
+token signs everyone out) and scoped to ``/admin``: Secure, HttpOnly, SameSite=Strict.
+Browsers keep Secure cookies over https, and over plain http only for loopback hosts
+(``http://127.0.0.1`` and ``http://localhost`` are secure contexts), so the console works
+on a laptop and needs TLS (or a TLS-terminating proxy) anywhere else. Every form
+(sign-in included) carries the session's CSRF token, checked on every POST; tokens are
+compared in constant time. Redis down → a 503 page, never a 500. Like the admin
 API, the console never shows a reward code in full, nor an event body (personal data),
 and it never calls a provider: a replay puts the unit back on the ledger's schedule.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Iterable
@@ -29,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import redis
 from flask import (
     Blueprint,
     Flask,
@@ -60,6 +65,7 @@ __all__ = [
     "session_secret",
 ]
 
+log = logging.getLogger(__name__)
 bp = Blueprint(
     "console",
     __name__,
@@ -108,11 +114,8 @@ def session_secret(admin_token: str) -> bytes:
 
 
 class _ConsoleSessionInterface(SecureCookieSessionInterface):
+    # Its own salt: a cookie signed for another purpose with the same key is not a session.
     salt = "rewardrelay-console"
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        # Secure over https; plain http (a laptop's 127.0.0.1) would never send it back.
-        return request.is_secure
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -123,6 +126,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         SESSION_COOKIE_NAME=SESSION_COOKIE_NAME,
         SESSION_COOKIE_PATH="/admin",
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=SESSION_IDLE_SECONDS),
     )
@@ -173,6 +177,17 @@ def _guard() -> ResponseReturnValue | None:
             "Go back, reload the page and try again.",
         )
     return None
+
+
+@bp.errorhandler(redis.RedisError)
+def _store_down(error: redis.RedisError) -> ResponseReturnValue:
+    log.warning("console: Redis unavailable (%s)", type(error).__name__)
+    return _page(
+        "console/error.html",
+        503,
+        title="Store unavailable",
+        message="The event store (Redis) did not answer. Nothing was changed; try again.",
+    )
 
 
 @bp.after_request
