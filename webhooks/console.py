@@ -263,13 +263,17 @@ def sign_out() -> ResponseReturnValue:
 
 def _safe_next(value: str) -> str:
     """Only a path inside the console: never another host (no open redirect)."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "//[" (an unterminated IPv6 host): not a console path
+        return url_for("console.dead_letters")
     if (
         value.startswith("/admin/")
         and not parts.scheme
         and not parts.netloc
         and "\\" not in value
         and not value.startswith("//")
+        and value.isprintable()
     ):
         return value
     return url_for("console.dead_letters")
@@ -420,3 +424,170 @@ def event() -> ResponseReturnValue:
         units=[unit_view(unit, ledger) for unit in units],
         state=event_state(units),
     )
+
+
+# OpenAPI ----------------------------------------------------------------------------------
+
+
+def _describe() -> None:
+    """Describe the console's pages in /openapi.json (HTML, cookie session, CSRF forms)."""
+    from webhooks import openapi
+
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+
+    def page(description: str) -> dict[str, Any]:
+        return {"description": description, **html}
+
+    see_other = {"description": "See Other: the next page (the sign-in form when signed out)."}
+    refused = page("The form's CSRF token is missing or not this session's.")
+    missing = {
+        "description": "No dead letter has this id (an HTML page; a problem document when "
+        "the path itself is malformed, e.g. holds a newline).",
+        "content": {
+            **html["content"],
+            "application/problem+json": {"schema": openapi.ref("Problem")},
+        },
+    }
+    # Optional on purpose: without the cookie a page answers 303 to the sign-in form (a
+    # browser flow), not 401.
+    cookie_auth: list[dict[str, list[str]]] = [{"consoleSession": []}, {}]
+    letter_id = {
+        "name": "letter_id",
+        "in": "path",
+        "required": True,
+        "description": "The dead letter's id (its unit key, `{event id}:{line}:{index}`).",
+        "schema": {"type": "string", "minLength": 1},
+    }
+    form_csrf = {CSRF_FIELD: {"type": "string", "description": "The session's CSRF token."}}
+
+    def form(properties: dict[str, Any]) -> dict[str, Any]:
+        schema = {"type": "object", "properties": {**form_csrf, **properties}}
+        return {"content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+    def confirm_and_act(action: str, effect: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "parameters": [letter_id],
+            "get": {
+                "summary": f"Console: confirm {action} of a dead letter",
+                "tags": ["console"],
+                "security": cookie_auth,
+                "responses": {"200": page("Confirmation form."), "303": see_other, "404": missing},
+            },
+            "post": {
+                "summary": f"Console: {action} a dead letter ({effect})",
+                "tags": ["console"],
+                "security": cookie_auth,
+                "requestBody": form(fields),
+                "responses": {"303": see_other, "403": refused, "404": missing},
+            },
+        }
+
+    filters = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in (
+            ("source", {"type": "string"}),
+            ("provider", {"type": "string"}),
+            ("reason", {"type": "string"}),
+            ("age", {"type": "string", "description": "One of " + ", ".join(AGE_FILTERS)}),
+        )
+    ]
+    openapi.SECURITY_SCHEMES["consoleSession"] = {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": SESSION_COOKIE_NAME,
+        "description": "Set by POST /admin/sign-in with the ADMIN_TOKEN (Secure, HttpOnly).",
+    }
+    openapi.TAGS.append(
+        {
+            "name": "console",
+            "description": "The dead-letter console: server-rendered HTML pages for operators.",
+        }
+    )
+    openapi.PATHS.update(
+        {
+            "/admin/": {
+                "get": {
+                    "summary": "Console: home (redirects to the dead letters)",
+                    "tags": ["console"],
+                    "responses": {"303": see_other},
+                }
+            },
+            "/admin/sign-in": {
+                "get": {
+                    "summary": "Console: the sign-in form",
+                    "tags": ["console"],
+                    "parameters": [{"name": "next", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": page("The form."), "303": see_other},
+                },
+                "post": {
+                    "summary": "Console: sign in with the admin token (sets the session cookie)",
+                    "tags": ["console"],
+                    "requestBody": form({"token": {"type": "string"}, "next": {"type": "string"}}),
+                    "responses": {
+                        "303": see_other,
+                        "401": page("Not the admin token."),
+                        "403": refused,
+                    },
+                },
+            },
+            "/admin/sign-out": {
+                "post": {
+                    "summary": "Console: sign out",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "requestBody": form({}),
+                    "responses": {"303": see_other, "403": refused},
+                }
+            },
+            "/admin/dead-letters": {
+                "get": {
+                    "summary": "Console: dead letters waiting, filtered",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "parameters": filters,
+                    "responses": {"200": page("The list."), "303": see_other},
+                }
+            },
+            "/admin/dead-letters/{letter_id}": {
+                "get": {
+                    "summary": "Console: one dead letter and its attempt history",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "parameters": [letter_id],
+                    "responses": {"200": page("The letter."), "303": see_other, "404": missing},
+                }
+            },
+            "/admin/dead-letters/{letter_id}/replay": confirm_and_act(
+                "replay", "back on the schedule under the same key", {}
+            ),
+            "/admin/dead-letters/{letter_id}/discard": confirm_and_act(
+                "discard",
+                "closed unfulfilled, audit-logged",
+                {
+                    "reason": {
+                        "type": "string",
+                        "description": f"Kept in the audit log (first {DISCARD_REASON_MAX} "
+                        "characters).",
+                    }
+                },
+            ),
+            "/admin/events": {
+                "get": {
+                    "summary": "Console: an event's units by event id (codes masked)",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "parameters": [
+                        {"name": "event_id", "in": "query", "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": page("The look-up form, and the event's units when found."),
+                        "303": see_other,
+                        "404": page("No accepted event has this id."),
+                    },
+                }
+            },
+        }
+    )
+
+
+_describe()

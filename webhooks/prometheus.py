@@ -36,7 +36,7 @@ def _describe() -> None:
 
     openapi.PATHS["/metrics"] = {
         "get": {
-            "summary": "Prometheus metrics (text format 0.0.4), all processes summed",
+            "summary": "Prometheus metrics (text exposition format), all processes summed",
             "tags": ["operations"],
             "description": "Counters and histograms from every web and worker process when "
             "PROMETHEUS_MULTIPROC_DIR is set (each process's own otherwise), plus gauges "
