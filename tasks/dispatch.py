@@ -90,7 +90,11 @@ class Dispatcher:
                 self._publish(unit_id)
             except Exception:
                 # Its score was pushed forward: the next sweep after stale_after retries it.
-                log.warning("publish failed for a due unit; will retry", exc_info=True)
+                log.warning(
+                    "publish failed for a due unit; will retry",
+                    exc_info=True,
+                    extra={"unit_id": unit_id, "event_id": unit_id.rsplit(":", 2)[0]},
+                )
                 break
             self._inbox.mark_dispatched(unit_id, now)
             _log_published(unit_id, "due")

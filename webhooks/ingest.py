@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +46,8 @@ RETRY_AFTER_SECONDS = 5
 JSON_MIMETYPE = "application/json"
 SIGNATURE_HEADER_NAMES = ("webhook-id", "webhook-timestamp", "webhook-signature")
 SOURCES = {"ingest.receive_coniq": "coniq", "ingest.receive_event": "internal"}
+# A webhook-id worth logging with a refusal: printable ASCII without spaces, bounded.
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 @bp.post("/webhooks/coniq")
@@ -145,7 +148,11 @@ def _count(response: Response) -> Response:
     if response.status_code >= 400:
         reason = g.get("problem_type") or f"http-{response.status_code}"
         metrics.EVENTS_REJECTED.labels(source=source, reason=reason).inc()
-        log.info("event refused: %s (%d)", reason, response.status_code, extra={"source": source})
+        extra = {"source": source}
+        claimed_id = request.headers.get("webhook-id", "")
+        if _PRINTABLE_ID.fullmatch(claimed_id):  # unverified, so only a safe-looking one
+            extra["event_id"] = claimed_id
+        log.info("event refused: %s (%d)", reason, response.status_code, extra=extra)
     elif outcome is InboxOutcome.ACCEPTED:
         metrics.EVENTS_ACCEPTED.labels(source=source).inc()
     else:  # DUPLICATE, or PENDING (a redelivery answered 202 because not yet queued)
