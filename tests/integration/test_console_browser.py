@@ -64,9 +64,15 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def _wait_for(condition: Any, what: str) -> Any:
+    """Poll ``condition`` (a page may still be loading: stale elements are retried)."""
+    from selenium.common.exceptions import WebDriverException
+
     deadline = time.time() + WAIT_SECONDS
     while time.time() < deadline:
-        result = condition()
+        try:
+            result = condition()
+        except WebDriverException:
+            result = None
         if result:
             return result
         time.sleep(0.2)
@@ -99,7 +105,7 @@ def test_operator_signs_in_filters_and_replays_a_dead_letter_to_fulfilment(
     # then a wrong token is refused
     driver.find_element(By.ID, "token").send_keys("not-the-admin-token-000")
     driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
-    assert "That token is not the admin token." in driver.page_source
+    _wait_for(lambda: "That token is not the admin token." in driver.page_source, "a refusal")
     assert "/admin/sign-in" in driver.current_url
 
     # when the right token is given: the list, with a Secure, HttpOnly session cookie
@@ -109,15 +115,21 @@ def test_operator_signs_in_filters_and_replays_a_dead_letter_to_fulfilment(
     [cookie] = [c for c in driver.get_cookies() if c["name"] == "rr_console"]
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert TEST_ADMIN_TOKEN not in cookie["value"]
-    rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
-    assert len(rows) == 2
+    _wait_for(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")) == 2,
+        "both letters listed",
+    )
 
     # and filtered by provider: only the Ifeelgoods letter is left
     Select(driver.find_element(By.NAME, "provider")).select_by_value("ifeelgoods")
     driver.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+
+    def listed() -> list[str]:
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
+        return [r.find_element(By.TAG_NAME, "a").text for r in rows]
+
     _wait_for(lambda: "provider=ifeelgoods" in driver.current_url, "the filtered list")
-    rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
-    assert [r.find_element(By.TAG_NAME, "a").text for r in rows] == [letter_id]
+    _wait_for(lambda: listed() == [letter_id], "only the Ifeelgoods letter")
 
     # when the letter is opened: its reason and attempt history
     driver.find_element(By.LINK_TEXT, letter_id).click()
@@ -137,9 +149,10 @@ def test_operator_signs_in_filters_and_replays_a_dead_letter_to_fulfilment(
     # when the fault is cleared and the operator confirms the replay
     ifeelgoods.clear_faults()
     driver.get(f"{stack.edge_url}/admin/dead-letters/{letter_id}/replay")
+    _wait_for(lambda: "Yes, replay" in driver.page_source, "the confirmation")
     driver.find_element(By.XPATH, "//button[text()='Yes, replay']").click()
-    _wait_for(lambda: "/admin/events?event_id=" in driver.current_url, "the event page")
-    assert f"Replayed {letter_id}" in driver.page_source
+    _wait_for(lambda: f"Replayed {letter_id}" in driver.page_source, "the event page")
+    assert "/admin/events?event_id=" in driver.current_url
 
     # then the event page shows the unit fulfilled (a worker picked it up)
     def fulfilled() -> bool:
@@ -151,6 +164,9 @@ def test_operator_signs_in_filters_and_replays_a_dead_letter_to_fulfilment(
     assert "state-fulfilled" in driver.find_element(
         By.CSS_SELECTOR, "dd.event-state"
     ).get_attribute("class")
+    # and only the unroutable letter is still waiting
     driver.find_element(By.LINK_TEXT, "Dead letters").click()
-    rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
-    assert len(rows) == 1  # only the unroutable one is still waiting
+    _wait_for(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")) == 1,
+        "a list of one",
+    )

@@ -155,9 +155,18 @@ def test_json_logs_follow_one_event_from_webhook_to_outcome_without_secrets(
     view = stack.wait_terminal(event["id"])
     assert stack.send(other).status_code == 202
     stack.wait_terminal(other["id"])
-    time.sleep(0.5)  # Celery logs "succeeded" just after the ledger write
-    logs = stack.worker_logs()
-    lines = _json_lines(logs)
+    # (the worker logs the outcome and Celery its "succeeded" just after the ledger write)
+    deadline = time.time() + 15
+    while True:
+        logs = stack.worker_logs()
+        lines = _json_lines(logs)
+        finished = {line.get("event_id") for line in lines if "succeeded" in line["msg"]} >= {
+            event["id"],
+            other["id"],
+        }
+        if finished or time.time() > deadline:
+            break
+        time.sleep(0.2)
 
     # then one search by event id rebuilds its whole path, every step tagged
     [unit] = view["units"]
