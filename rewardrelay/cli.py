@@ -620,8 +620,9 @@ def _probe_http(request: Callable[[], httpx.Response], what: str) -> str | None:
         return f"unreachable: {type(exc).__name__}: {exc}"
     if response.status_code in (401, 403):
         return f"{what} rejected (HTTP {response.status_code})"
-    if response.status_code >= 500:
-        return f"HTTP {response.status_code}"
+    if not response.is_success:
+        # A 404 here usually means a base URL that is not the provider's API.
+        return f"HTTP {response.status_code} from {response.request.url}"
     return None
 
 

@@ -210,6 +210,7 @@ class Stack:
             self.env["RECEIVER_URL"] = self.receiver_url
         # Children print as they go, so their lines appear in order and at once.
         self.env["PYTHONUNBUFFERED"] = "1"
+        self._metrics_dir()
         # Sandbox URLs are known once they listen (start()); validate with a stand-in.
         pending = {
             SANDBOX_URL_VARIABLE[s.name]: SANDBOX_URL_PLACEHOLDER
@@ -226,6 +227,17 @@ class Stack:
                     f"(choose another with --port / --flower-port, or PORT / FLOWER_PORT)"
                 )
         return settings
+
+    def _metrics_dir(self) -> None:
+        """One Prometheus multiprocess directory for web and worker, empty at each start,
+        so ``/metrics`` sums every gunicorn worker and Celery child (unless already set)."""
+        if self.env.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+            return
+        directory = self.data_dir.path / "metrics"
+        directory.mkdir(exist_ok=True, mode=0o700)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
     def _lock(self) -> None:
         handle = open(self.data_dir.lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
@@ -263,8 +275,8 @@ class Stack:
             Child(
                 "web",
                 [
-                    python, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "8",
-                    "-b", f"127.0.0.1:{self.port}", *_gunicorn_extra_args(),
+                    python, "-m", "gunicorn", "-c", "python:webhooks.gunicorn_conf",
+                    "-w", "2", "-b", f"127.0.0.1:{self.port}", *_gunicorn_extra_args(),
                     "webhooks:create_app()",
                 ],
             ),

@@ -90,9 +90,14 @@ class Dispatcher:
                 self._publish(unit_id)
             except Exception:
                 # Its score was pushed forward: the next sweep after stale_after retries it.
-                log.warning("publish failed for a due unit; will retry", exc_info=True)
+                log.warning(
+                    "publish failed for a due unit; will retry",
+                    exc_info=True,
+                    extra={"unit_id": unit_id, "event_id": unit_id.rsplit(":", 2)[0]},
+                )
                 break
             self._inbox.mark_dispatched(unit_id, now)
+            _log_published(unit_id, "due")
             published += 1
         return published
 
@@ -105,9 +110,19 @@ class Dispatcher:
             unit_id = text(fields[b"unit"])
             self._publish(unit_id)  # raises: entry stays pending and is reclaimed later
             self._inbox.mark_dispatched(unit_id, time.time())
+            _log_published(unit_id, "outbox")
             pipe = self._redis.pipeline(transaction=True)
             pipe.xack(self._keys.outbox, RELAY_GROUP, entry_id)
             pipe.xdel(self._keys.outbox, entry_id)
             pipe.execute()
             published += 1
         return published
+
+
+def _log_published(unit_id: str, origin: str) -> None:
+    """DEBUG: one line per publish, carrying the ids a search follows (no payload)."""
+    if log.isEnabledFor(logging.DEBUG):
+        event_id = unit_id.rsplit(":", 2)[0]
+        log.debug(
+            "published unit from the %s", origin, extra={"unit_id": unit_id, "event_id": event_id}
+        )

@@ -14,12 +14,13 @@ import threading
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 
 from tasks.dispatch import Dispatcher
 from tasks.fulfillment import fulfil_unit
 from tasks.routing import RulesError
 from tasks.runtime import WorkerRuntime, build_runtime, check_worker_settings
+from worker import observability
 from worker.celery_app import FULFILL_TASK, SWEEP_TASK
 from worker.config import Settings, SettingsError
 
@@ -41,6 +42,34 @@ def _check_before_consuming(sender: Any = None, **_: Any) -> None:
         sys.stderr.write(f"rewardrelay: {label} {exc}\n")
         sys.stderr.flush()
         os._exit(2)  # SystemExit here is swallowed by Celery's bootsteps
+
+
+# Log-context tokens of the fulfilment tasks running in this process, by task id.
+_task_context: dict[str, Any] = {}
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _bind_task_context(
+    task_id: str = "", task: Task | None = None, args: Any = None, **_: Any
+) -> None:
+    """Every line logged during a fulfilment task (Celery's own "succeeded" line too)
+    carries the unit key, its event id and the task id: one search follows a unit."""
+    if task is None or task.name != FULFILL_TASK or not args:
+        return
+    unit_id = str(args[0])
+    _task_context[task_id] = observability.bind_context(
+        event_id=unit_id.rsplit(":", 2)[0], unit_id=unit_id, task_id=task_id
+    )
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _reset_task_context(task_id: str = "", **_: Any) -> None:
+    token = _task_context.pop(task_id, None)
+    if token is not None:
+        try:
+            observability.reset_context(token)
+        except ValueError:  # set in another context (a thread pool); nothing to undo here
+            pass
 
 
 def runtime(task: Task) -> WorkerRuntime:

@@ -1,9 +1,10 @@
 """The HTTP edge: verify, validate, dedupe and persist events; probes; the admin API.
 
-``create_app`` is the only entry point; gunicorn runs ``gunicorn "webhooks:create_app()"``
-(settings from the environment). The edge never calls a provider and never publishes a
-task: ``Inbox.accept`` writes the event, its units and the outbox entries atomically, and
-the relay publishes from the outbox.
+``create_app`` is the only entry point; gunicorn runs
+``gunicorn -c gunicorn.conf.py "webhooks:create_app()"`` (settings from the environment;
+the config file retires each gunicorn worker's Prometheus files when it exits). The edge
+never calls a provider and never publishes a task: ``Inbox.accept`` writes the event, its
+units and the outbox entries atomically, and the relay publishes from the outbox.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from webhooks.errors import register_error_handlers
 from webhooks.signatures import decode_secret
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
+from worker.observability import configure_logging, init_sentry
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 
@@ -31,12 +33,15 @@ REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the receiver app from ``settings`` (``Settings.from_env()`` when None).
 
-    No connection is made here: Redis and the broker are reached on first use.
+    No connection is made here: Redis and the broker are reached on first use. When the
+    settings come from the environment (a real process, not a test), logging is configured
+    from them (``LOG_FORMAT``) and Sentry is initialised when ``SENTRY_DSN`` is set.
 
     Raises:
         SettingsError: a required setting is missing or a secret is not valid base64.
         RulesError: the routing rules file is invalid.
     """
+    from_env = settings is None
     settings = settings or Settings.from_env()
     settings.require("REDIS_URL", "CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS", "ADMIN_TOKEN")
     _check_secrets("CONIQ_WEBHOOK_SECRETS", settings.coniq_webhook_secrets)
@@ -49,6 +54,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Fail the request rather than retrying inside it: the sender retries on 503.
         retry_on_timeout=False,
     )
+    if from_env:
+        configure_logging(settings)
+        init_sentry(settings, component="web")
     keys = Keys(settings.key_prefix)
     context = EdgeContext(
         settings=settings,
@@ -66,12 +74,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # Imported here, after this package is initialised: blueprint modules (admin's in
     # particular) may import names from ``webhooks`` itself.
-    from webhooks import admin, health, ingest, openapi
+    from webhooks import admin, console, health, ingest, openapi, prometheus
 
     app.register_blueprint(ingest.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(prometheus.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(admin.bp)
+    console.init_app(app, settings)
     register_error_handlers(app)
     return app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, g, has_request_context, json
 from werkzeug.exceptions import HTTPException
 
 __all__ = ["ProblemError", "problem_response", "register_error_handlers", "PROBLEM_BASE"]
@@ -41,6 +41,9 @@ class ProblemError(Exception):
 
 
 def problem_response(problem: ProblemError) -> Response:
+    if has_request_context():
+        # For after-request hooks (ingest's metrics count refusals by problem type).
+        g.problem_type = problem.type
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + problem.type,
         "title": problem.title,

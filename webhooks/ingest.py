@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
 
 from webhooks.context import edge_context
 from webhooks.errors import ProblemError
-from webhooks.schemas import load_event
+from webhooks.schemas import Event, load_event
 from webhooks.signatures import SignatureError, verify
 from webhooks.units import canonical_json, fingerprint, units_for
+from worker import metrics, observability
 from worker.stores.inbox import InboxOutcome
 
 __all__ = ["bp", "MAX_JSON_DEPTH", "RETRY_AFTER_SECONDS"]
@@ -43,6 +45,9 @@ MAX_JSON_DEPTH = 32
 RETRY_AFTER_SECONDS = 5
 JSON_MIMETYPE = "application/json"
 SIGNATURE_HEADER_NAMES = ("webhook-id", "webhook-timestamp", "webhook-signature")
+SOURCES = {"ingest.receive_coniq": "coniq", "ingest.receive_event": "internal"}
+# A webhook-id worth logging with a refusal: printable ASCII without spaces, bounded.
+_PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 @bp.post("/webhooks/coniq")
@@ -79,6 +84,14 @@ def _ingest(source: str, secrets: Sequence[str]) -> tuple[Response, int]:
         ) from None
     if event.id != meta.id:
         raise ProblemError(422, "id-mismatch", "webhook-id must equal the event's id.")
+    with observability.event_context(event.id, source):
+        return _store(source, event, document)
+
+
+def _store(source: str, event: Event, document: Any) -> tuple[Response, int]:
+    """Steps 4-6 for a verified, valid event (inside its log and Sentry context)."""
+    ctx = edge_context()
+    settings = ctx.settings
     units = units_for(source, event, ctx.rules)
     body = canonical_json(document)
     try:
@@ -100,6 +113,7 @@ def _ingest(source: str, secrets: Sequence[str]) -> tuple[Response, int]:
             "The event store is unavailable; nothing was recorded. Retry later.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
+    g.inbox_outcome = outcome
     log.info(
         "event %s source=%s type=%s units=%d outcome=%s",
         event.id,
@@ -121,6 +135,29 @@ def _ingest(source: str, secrets: Sequence[str]) -> tuple[Response, int]:
     response = jsonify(status="accepted", id=event.id)
     response.headers["Location"] = f"/fulfillments/{event.id}"
     return response, 202
+
+
+@bp.after_request
+def _count(response: Response) -> Response:
+    """Metrics for every ingest response, including refusals from the error handlers."""
+    source = SOURCES.get(request.endpoint or "")
+    if source is None:
+        return response
+    metrics.event_received(source)
+    outcome = g.get("inbox_outcome")
+    if response.status_code >= 400:
+        reason = g.get("problem_type") or f"http-{response.status_code}"
+        metrics.EVENTS_REJECTED.labels(source=source, reason=reason).inc()
+        extra = {"source": source}
+        claimed_id = request.headers.get("webhook-id", "")
+        if _PRINTABLE_ID.fullmatch(claimed_id):  # unverified, so only a safe-looking one
+            extra["event_id"] = claimed_id
+        log.info("event refused: %s (%d)", reason, response.status_code, extra=extra)
+    elif outcome is InboxOutcome.ACCEPTED:
+        metrics.EVENTS_ACCEPTED.labels(source=source).inc()
+    else:  # DUPLICATE, or PENDING (a redelivery answered 202 because not yet queued)
+        metrics.EVENTS_DUPLICATE.labels(source=source).inc()
+    return response
 
 
 def _read_body(limit: int) -> bytes:

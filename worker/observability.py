@@ -24,8 +24,10 @@ from worker.config import Settings
 from worker.stores.models import Unit
 
 __all__ = [
+    "bind_context",
     "configure_logging",
     "event_context",
+    "reset_context",
     "init_sentry",
     "unit_context",
     "unit_event",
@@ -116,6 +118,20 @@ def _context(values: dict[str, str]) -> Iterator[None]:
             yield
     finally:
         _CONTEXT.reset(token)
+
+
+def bind_context(**values: str) -> contextvars.Token[dict[str, str]]:
+    """Add ``values`` to the log context until ``reset_context(token)``.
+
+    For code that cannot wrap a block in a ``with`` (Celery's task_prerun / task_postrun
+    signals): lines Celery itself logs about the task then carry the ids too.
+    """
+    present = {k: v for k, v in values.items() if v}
+    return _CONTEXT.set({**_CONTEXT.get({}), **present})
+
+
+def reset_context(token: contextvars.Token[dict[str, str]]) -> None:
+    _CONTEXT.reset(token)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -156,6 +157,40 @@ class Stack:
         threading.Thread(target=self._edge.serve_forever, daemon=True).start()
         self.edge_url = f"http://127.0.0.1:{self._edge.server_port}"
 
+    def start_web_process(self, workers: int = 2) -> subprocess.Popen[bytes]:
+        """The receiver as production runs it: gunicorn with gunicorn.conf.py, its own
+        processes (``LOG_FORMAT``, ``PROMETHEUS_MULTIPROC_DIR`` etc. from ``self.env``)."""
+        port = _free_port()
+        log = open(self.tmp / f"web-{self.prefix}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(REPO / "gunicorn.conf.py"),
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{port}",
+            ],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)  # stopped (SIGTERM to its group) with the workers
+        self.edge_url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self.http.get(self.edge_url + "/healthz", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError(f"web not ready:\n{self.worker_logs()[-3000:]}")
+
     def start_relay(self) -> None:
         celery = make_celery(self.settings)
 
@@ -289,8 +324,9 @@ class Stack:
             if source == "coniq"
             else ("/events", TEST_EVENT_SECRET)
         )
+        # signed_headers sets content-type already; a second Content-Type is a malformed
+        # request that gunicorn (unlike werkzeug's server) refuses with 400.
         headers = signed_headers(raw, secret, event["id"])
-        headers["Content-Type"] = "application/json"
         return self.http.post(self.edge_url + path, content=raw, headers=headers)
 
     def fulfillment(self, event_id: str) -> dict[str, Any]:
@@ -314,6 +350,12 @@ class Stack:
         raise AssertionError(
             f"event {event_id} not terminal after {timeout}s: {view}\n{self.worker_logs()[-4000:]}"
         )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -370,7 +412,11 @@ def make_stack(
     ifeelgoods: SandboxControl,
     rewardops: SandboxControl,
 ) -> Iterator[Any]:
-    """Start a stack with extra environment (e.g. SENTRY_DSN); stopped at teardown."""
+    """Start a stack with extra environment (e.g. SENTRY_DSN); stopped at teardown.
+
+    ``web="gunicorn"`` runs the receiver as its own gunicorn processes instead of a thread
+    of the test process (metrics and log tests need real, separate web processes).
+    """
     started: list[Stack] = []
 
     def start(
@@ -379,6 +425,7 @@ def make_stack(
         worker: bool = True,
         relay: bool = True,
         broker: str = "redis",
+        web: str = "thread",
     ) -> Stack:
         env = dict(extra_env or {})
         if broker == "amqp":
@@ -387,7 +434,10 @@ def make_stack(
         if broker == "amqp":
             _purge_amqp(running.settings)
         started.append(running)
-        running.start_edge()
+        if web == "gunicorn":
+            running.start_web_process()
+        else:
+            running.start_edge()
         if relay:
             running.start_relay()
         if worker:

@@ -105,6 +105,16 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     assert len(received) == 2
     unit_ids = {f"{e['id']}:0:0" for e in events}
     assert {dict(ev["tags"])["unit_id"] for ev in received} == unit_ids
+    for ev in received:
+        tags = dict(ev["tags"])
+        assert tags["event_id"] == tags["unit_id"].rsplit(":", 2)[0]
+        assert tags["provider"] == "ifeelgoods"
+        # the breadcrumbs (log lines of the unit's attempts) carry the same ids
+        crumbs = [c for c in ev.get("breadcrumbs", {}).get("values", []) if c.get("data")]
+        about_unit = [c for c in crumbs if c["data"].get("unit_id") == tags["unit_id"]]
+        assert about_unit, crumbs
+        assert all(c["data"].get("event_id") == tags["event_id"] for c in about_unit)
+        assert any(c["data"].get("provider") == "ifeelgoods" for c in about_unit)
     raw = b"".join(sentry.envelopes).decode(errors="replace")
     for secret in (
         IFG_SECRET,

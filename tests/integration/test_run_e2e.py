@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -94,6 +95,13 @@ def test_run_send_status_shows_a_fulfilled_reward_and_survives_a_restart(tmp_pat
         assert "fulfilled" in status.stdout
         # and the orders-platform sandbox was connected for the user (issue 6)
         assert b"orders-platform sandbox connected" in (tmp_path / "run1.log").read_bytes()
+        # and /metrics sums the web (gunicorn) and worker (Celery child) processes
+        wanted = ('rewardrelay_events_accepted_total{source="coniq"} 1.0', 'state="fulfilled"')
+        deadline, metrics = time.time() + 10, ""
+        while time.time() < deadline and not all(w in metrics for w in wanted):
+            metrics = httpx.get(f"http://127.0.0.1:{env['PORT']}/metrics", timeout=5).text
+            time.sleep(0.2)
+        assert all(w in metrics for w in wanted), metrics
     finally:
         exit_code = _stop(proc)
 

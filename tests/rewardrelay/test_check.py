@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rewardrelay.cli import main
@@ -79,6 +81,54 @@ def test_missing_redis_url_fails_the_settings_item(cli_env, capsys):
     out = capsys.readouterr().out.strip()
     assert code == 1
     assert out == "FAIL settings: invalid setting REDIS_URL: is required but not set"
+
+
+_BROKEN = {
+    # item: how to break it (variable → value; "{rules}" is a bad rules file)
+    "rules": {"RULES_FILE": "{rules}"},
+    "redis": {"REDIS_URL": "redis://127.0.0.1:9/0", "CELERY_BROKER_URL": "{redis}"},
+    "broker": {"CELERY_BROKER_URL": "redis://127.0.0.1:9/0"},
+    "ifeelgoods": {"IFEELGOODS_BASE_URL": "http://127.0.0.1:9/fulfillment/v2"},
+    "rewardops": {"REWARDOPS_CLIENT_SECRET": "not-the-secret"},
+}
+
+
+@pytest.mark.parametrize("broken", sorted(_BROKEN))
+def test_each_broken_dependency_fails_alone_and_is_named(
+    local_services, monkeypatch, tmp_path, capsys, broken
+):
+    # given every dependency healthy but one
+    rules = tmp_path / "bad-rules.toml"
+    rules.write_text('[[rule]]\nname = "no-provider"\nsource = "coniq"\n')
+    healthy_redis = os.environ["REDIS_URL"]
+    for name, value in _BROKEN[broken].items():
+        monkeypatch.setenv(name, value.format(rules=rules, redis=healthy_redis))
+
+    # when
+    code = main(["check"])
+
+    # then the exit is non-zero and only the broken item fails, by name
+    out = capsys.readouterr().out
+    assert code == 1, out
+    items = _items(out)
+    assert items.pop(broken) == "FAIL", out
+    assert set(items.values()) == {"ok"}, out
+    assert f"FAIL {broken}" in out
+
+
+def test_a_base_url_that_is_not_the_api_fails(local_services, monkeypatch, capsys):
+    # given the Ifeelgoods URL points at a server, but not at its API
+    base = os.environ["IFEELGOODS_BASE_URL"].removesuffix("/fulfillment/v2")
+    monkeypatch.setenv("IFEELGOODS_BASE_URL", f"{base}/not-the-api")
+
+    # when
+    code = main(["check"])
+
+    # then
+    out = capsys.readouterr().out
+    assert code == 1
+    assert _items(out)["ifeelgoods"] == "FAIL"
+    assert "HTTP 404" in out
 
 
 def test_configured_sources_are_checked_and_an_unconnected_platform_fails(

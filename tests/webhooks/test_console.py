@@ -1,0 +1,285 @@
+"""The dead-letter console (/admin): sign-in, cookie flags, CSRF, filters, replay, discard,
+event look-up, against the app from the factory and its real Redis.
+
+The browser flow (a real chromium) is in tests/integration/test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+import pytest
+
+from tests.webhooks.test_admin_api import CODE, Seed
+from webhooks import create_app
+from worker.stores.dead_letters import LetterStatus
+from worker.stores.models import UnitState
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def seed(app) -> Seed:
+    return Seed(app)
+
+
+def _csrf(html: str) -> str:
+    match = CSRF.search(html)
+    assert match, html
+    return match.group(1)
+
+
+def _sign_in(client, token: str, next_path: str = "") -> object:
+    page = client.get("/admin/sign-in")
+    return client.post(
+        "/admin/sign-in",
+        data={"token": token, "csrf_token": _csrf(page.text), "next": next_path},
+    )
+
+
+@pytest.fixture
+def signed_in(client, settings):
+    response = _sign_in(client, settings.admin_token)
+    assert response.status_code == 303
+    return client
+
+
+def test_pages_redirect_to_sign_in_until_signed_in(client):
+    # when
+    response = client.get("/admin/dead-letters?source=coniq")
+
+    # then
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/admin/sign-in?next=")
+    assert "dead-letters" in response.headers["Location"]
+
+
+def test_session_cookie_is_secure_http_only_strict_and_scoped_to_admin(client, settings):
+    # when
+    response = _sign_in(client, settings.admin_token)
+
+    # then
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("rr_console=")
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/admin"):
+        assert flag in cookie
+    assert settings.admin_token not in cookie
+
+
+def test_right_token_signs_in_and_returns_to_the_page_asked_for(client, settings):
+    # when
+    response = _sign_in(client, settings.admin_token, "/admin/dead-letters?source=coniq")
+
+    # then
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/admin/dead-letters?source=coniq"
+    assert client.get("/admin/dead-letters").status_code == 200
+
+
+@pytest.mark.parametrize("token", ["wrong-token-0123456789", "", " "])
+def test_wrong_token_is_refused(client, token):
+    # when
+    response = _sign_in(client, token)
+
+    # then
+    assert response.status_code == 401
+    assert "not the admin token" in response.text
+    assert client.get("/admin/dead-letters").status_code == 303
+
+
+@pytest.mark.parametrize(
+    "next_path", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "/healthz"]
+)
+def test_sign_in_never_redirects_outside_the_console(client, settings, next_path):
+    # when
+    response = _sign_in(client, settings.admin_token, next_path)
+
+    # then
+    assert response.headers["Location"] == "/admin/dead-letters"
+
+
+@pytest.mark.parametrize("csrf", [None, "", "forged-token"])
+def test_sign_in_without_the_session_csrf_token_is_refused(client, settings, csrf):
+    # given a session (the form was loaded)
+    client.get("/admin/sign-in")
+    data = {"token": settings.admin_token}
+    if csrf is not None:
+        data["csrf_token"] = csrf
+
+    # when
+    response = client.post("/admin/sign-in", data=data)
+
+    # then
+    assert response.status_code == 403
+    assert client.get("/admin/dead-letters").status_code == 303
+
+
+@pytest.mark.parametrize("action", ["replay", "discard"])
+@pytest.mark.parametrize("csrf", [None, "forged-token"])
+def test_actions_without_the_csrf_token_are_refused_and_change_nothing(
+    signed_in, seed, action, csrf
+):
+    # given
+    letter_id = seed.letter("evt_csrf", time.time())
+    data = {} if csrf is None else {"csrf_token": csrf}
+
+    # when
+    response = signed_in.post(f"/admin/dead-letters/{letter_id}/{action}", data=data)
+
+    # then
+    assert response.status_code == 403
+    assert seed.letters.get(letter_id).status is LetterStatus.WAITING
+
+
+def test_sign_out_ends_the_session(signed_in):
+    # given
+    page = signed_in.get("/admin/dead-letters")
+
+    # when
+    response = signed_in.post("/admin/sign-out", data={"csrf_token": _csrf(page.text)})
+
+    # then
+    assert response.status_code == 303
+    assert signed_in.get("/admin/dead-letters").status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"a", "b", "c", "d"}),
+        ("source=internal", {"b"}),
+        ("provider=rewardops", {"c"}),
+        ("reason=retries-exhausted", {"d"}),
+        ("age=gt24h", {"a"}),
+        ("age=lt1h", {"b", "c", "d"}),
+        ("source=coniq&provider=ifeelgoods&age=lt1h", {"d"}),
+    ],
+)
+def test_list_applies_filters(signed_in, seed, query, expected):
+    # given
+    now = time.time()
+    seed.letter("evt_a", now - 2 * 86400)
+    seed.letter("evt_b", now - 60, source="internal")
+    seed.letter("evt_c", now - 60, provider="rewardops")
+    seed.letter("evt_d", now - 60, reason="retries-exhausted")
+
+    # when
+    page = signed_in.get(f"/admin/dead-letters?{query}")
+
+    # then
+    assert page.status_code == 200
+    shown = set(re.findall(r'href="/admin/dead-letters/evt_(\w):0:0"', page.text))
+    assert shown == expected
+
+
+def test_letter_page_shows_the_attempt_history(signed_in, seed):
+    # given a unit retried once, then dead-lettered
+    now = time.time()
+    (unit_id,) = seed.event("evt_hist", at=now - 10)
+    seed.retry(unit_id, now - 9)
+    seed.dead(unit_id, now - 5)
+
+    # when
+    page = signed_in.get(f"/admin/dead-letters/{unit_id}")
+
+    # then
+    assert page.status_code == 200
+    rows = re.findall(r"<tr>\s*<td>(\d+)</td>", page.text)
+    assert rows == ["1", "2"]
+    assert "retry" in page.text and "dead_letter" in page.text
+    assert "Replay…" in page.text and "Discard…" in page.text
+
+
+def test_replay_asks_for_confirmation_then_puts_the_unit_back(signed_in, seed):
+    # given
+    letter_id = seed.letter("evt_replay", time.time())
+
+    # when the operator opens the confirmation, then confirms
+    confirm = signed_in.get(f"/admin/dead-letters/{letter_id}/replay")
+    assert seed.letters.get(letter_id).status is LetterStatus.WAITING
+    response = signed_in.post(
+        f"/admin/dead-letters/{letter_id}/replay", data={"csrf_token": _csrf(confirm.text)}
+    )
+
+    # then the letter is replayed and the event page shows the unit back in the schedule
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/admin/events?event_id=evt_replay"
+    assert seed.letters.get(letter_id).status is LetterStatus.REPLAYED
+    assert seed.ledger.get(letter_id).state is not UnitState.DEAD_LETTERED
+    page = signed_in.get(response.headers["Location"])
+    assert "Replayed evt_replay:0:0" in page.text
+    again = signed_in.post(
+        f"/admin/dead-letters/{letter_id}/replay", data={"csrf_token": _csrf(page.text)}
+    )
+    assert "already handled" in signed_in.get(again.headers["Location"]).text
+
+
+def test_discard_records_the_reason(signed_in, seed):
+    # given
+    letter_id = seed.letter("evt_discard", time.time())
+    confirm = signed_in.get(f"/admin/dead-letters/{letter_id}/discard")
+
+    # when
+    response = signed_in.post(
+        f"/admin/dead-letters/{letter_id}/discard",
+        data={"csrf_token": _csrf(confirm.text), "reason": "customer left"},
+    )
+
+    # then
+    assert response.status_code == 303
+    assert seed.letters.get(letter_id).status is LetterStatus.DISCARDED
+    [entry] = [e for e in seed.letters.audit_log() if e.get("id") == letter_id]
+    assert entry["reason"] == "customer left"
+    assert entry["actor"] == "console"
+
+
+def test_event_look_up_lists_units_with_codes_masked(signed_in, seed):
+    # given
+    now = time.time()
+    first, second = seed.event("evt_look", units=2, at=now)
+    seed.fulfil(first, now)
+    seed.dead(second, now)
+
+    # when
+    page = signed_in.get("/admin/events?event_id=evt_look")
+
+    # then
+    assert page.status_code == 200
+    assert CODE not in page.text
+    assert "****" + CODE[-4:] in page.text
+    assert "ifg-order-77" in page.text
+    assert f'href="/admin/dead-letters/{second}"' in page.text
+    assert signed_in.get("/admin/events?event_id=evt_nope").status_code == 404
+
+
+def test_unknown_letter_is_a_404_page(signed_in):
+    assert signed_in.get("/admin/dead-letters/evt_x:0:0").status_code == 404
+    assert signed_in.get("/admin/dead-letters/evt_x:0:0/replay").status_code == 404
+
+
+def test_pages_carry_security_headers_and_no_scripts(signed_in):
+    # when
+    page = signed_in.get("/admin/dead-letters")
+
+    # then
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "<script" not in page.text
+    assert signed_in.get("/admin/static/console.css").status_code == 200
+
+
+def test_store_down_is_a_503_page_not_a_500(settings):
+    # given an app whose Redis does not answer, signed in
+    app = create_app(replace(settings, redis_url="redis://127.0.0.1:9/0"))
+    client = app.test_client()
+    assert _sign_in(client, settings.admin_token).status_code == 303
+
+    # when
+    page = client.get("/admin/dead-letters")
+
+    # then
+    assert page.status_code == 503
+    assert "Store unavailable" in page.text

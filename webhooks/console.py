@@ -1,0 +1,593 @@
+"""The dead-letter console: server-rendered pages under ``/admin`` for on-call operators.
+
+    GET       /admin/sign-in                     the ADMIN_TOKEN form
+    POST      /admin/sign-out
+    GET       /admin/dead-letters                waiting letters; filters source, provider,
+                                                 reason, age
+    GET       /admin/dead-letters/{id}           one letter, its unit and attempt history
+    GET|POST  /admin/dead-letters/{id}/replay    confirm, then replay under the same key
+    GET|POST  /admin/dead-letters/{id}/discard   confirm, then discard (audit-logged)
+    GET       /admin/events?event_id=...         an event's units (codes masked)
+
+Sessions are Flask's signed cookie, keyed by an HMAC of ``ADMIN_TOKEN`` (rotating the
+token signs everyone out) and scoped to ``/admin``: Secure, HttpOnly, SameSite=Strict.
+Browsers keep Secure cookies over https, and over plain http only for loopback hosts
+(``http://127.0.0.1`` and ``http://localhost`` are secure contexts), so the console works
+on a laptop and needs TLS (or a TLS-terminating proxy) anywhere else. Every form
+(sign-in included) carries the session's CSRF token, checked on every POST; tokens are
+compared in constant time. Redis down → a 503 page, never a 500. Like the admin
+API, the console never shows a reward code in full, nor an event body (personal data),
+and it never calls a provider: a replay puts the unit back on the ledger's schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from flask.typing import ResponseReturnValue
+
+from webhooks.admin import event_state, unit_view
+from webhooks.context import edge_context
+from worker.config import Settings
+from worker.stores.dead_letters import DeadLetter, DeadLetters, LetterStatus, ReplayResult
+from worker.stores.inbox import Inbox
+from worker.stores.ledger import Ledger
+
+__all__ = [
+    "AGE_FILTERS",
+    "CSRF_FIELD",
+    "LIST_LIMIT",
+    "SESSION_COOKIE_NAME",
+    "bp",
+    "init_app",
+    "session_secret",
+]
+
+log = logging.getLogger(__name__)
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/admin",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+SESSION_COOKIE_NAME = "rr_console"
+CSRF_FIELD = "csrf_token"
+# A session ends after this long without a request, and this long after sign-in whatever.
+SESSION_IDLE_SECONDS = 2 * 3600
+SESSION_MAX_SECONDS = 12 * 3600
+LIST_LIMIT = 200  # letters shown on one page (the filters narrow it further)
+SCAN_LIMIT = 5000  # waiting letters read to build one listing and its filter choices
+DISCARD_REASON_MAX = 200  # characters kept in the audit log
+ACTOR = "console"
+# The age filter: a choice value → (newer or older, seconds).
+AGE_FILTERS: dict[str, tuple[str, str, int]] = {
+    "lt1h": ("newer", "less than 1 hour old", 3600),
+    "lt24h": ("newer", "less than 24 hours old", 86400),
+    "lt7d": ("newer", "less than 7 days old", 7 * 86400),
+    "gt1h": ("older", "more than 1 hour old", 3600),
+    "gt24h": ("older", "more than 24 hours old", 86400),
+    "gt7d": ("older", "more than 7 days old", 7 * 86400),
+}
+KNOWN_SOURCES = ("coniq", "internal")
+KNOWN_PROVIDERS = ("ifeelgoods", "rewardops")
+_PUBLIC_ENDPOINTS = frozenset({"console.sign_in", "console.static"})
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def session_secret(admin_token: str) -> bytes:
+    """The session-signing key: an HMAC of the admin token, never the token itself."""
+    return hmac.new(
+        admin_token.encode(), b"rewardrelay console session v1", hashlib.sha256
+    ).digest()
+
+
+class _ConsoleSessionInterface(SecureCookieSessionInterface):
+    # Its own salt: a cookie signed for another purpose with the same key is not a session.
+    salt = "rewardrelay-console"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the console and configure the signed-cookie session it relies on."""
+    app.secret_key = session_secret(settings.admin_token)
+    app.session_interface = _ConsoleSessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME=SESSION_COOKIE_NAME,
+        SESSION_COOKIE_PATH="/admin",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=SESSION_IDLE_SECONDS),
+    )
+    app.register_blueprint(bp)
+
+
+# guards ---------------------------------------------------------------------------------
+
+
+def _signed_in() -> bool:
+    signed_in_at = session.get("signed_in_at")
+    if not session.get("admin") or not isinstance(signed_in_at, int | float):
+        return False
+    return time.time() - signed_in_at < SESSION_MAX_SECONDS
+
+
+def _csrf_token() -> str:
+    """This session's CSRF token, created on first use."""
+    token = session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def _csrf_valid() -> bool:
+    expected = session.get("csrf")
+    sent = request.form.get(CSRF_FIELD, "")
+    if not isinstance(expected, str) or not expected or not sent:
+        return False
+    return hmac.compare_digest(sent.encode(), expected.encode())
+
+
+@bp.before_request
+def _guard() -> ResponseReturnValue | None:
+    if request.endpoint == "console.static":
+        return None
+    if request.endpoint not in _PUBLIC_ENDPOINTS and not _signed_in():
+        session.pop("admin", None)
+        target = request.full_path if request.method == "GET" else ""
+        return redirect(url_for("console.sign_in", next=target.rstrip("?") or None), 303)
+    if request.method == "POST" and not _csrf_valid():
+        return _page(
+            "console/error.html",
+            403,
+            title="Form refused",
+            message="This form's security token is missing or out of date. "
+            "Go back, reload the page and try again.",
+        )
+    return None
+
+
+@bp.errorhandler(redis.RedisError)
+def _store_down(error: redis.RedisError) -> ResponseReturnValue:
+    log.warning("console: Redis unavailable (%s)", type(error).__name__)
+    return _page(
+        "console/error.html",
+        503,
+        title="Store unavailable",
+        message="The event store (Redis) did not answer. Nothing was changed; try again.",
+    )
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@bp.app_template_global("csrf_token")
+def _template_csrf_token() -> str:
+    return _csrf_token()
+
+
+@bp.app_template_filter("utc")
+def _utc(timestamp: float | int | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(float(timestamp), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.app_template_filter("ago")
+def _ago(timestamp: float | int | None) -> str:
+    if not timestamp:
+        return "-"
+    seconds = max(0, int(time.time() - float(timestamp)))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def _page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:
+    return render_template(template, **context), status
+
+
+def _stores() -> tuple[Inbox, Ledger, DeadLetters]:
+    ctx = edge_context()
+    return Inbox(ctx.redis, ctx.keys), Ledger(ctx.redis, ctx.keys), DeadLetters(ctx.redis, ctx.keys)
+
+
+# sign in / out --------------------------------------------------------------------------
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> ResponseReturnValue:
+    target = _safe_next(request.values.get("next", ""))
+    if request.method == "GET":
+        if _signed_in():
+            return redirect(target, 303)
+        return _page("console/sign_in.html", next=target)
+    expected = edge_context().settings.admin_token
+    token = request.form.get("token", "").strip()
+    if not expected or not token or not hmac.compare_digest(token.encode(), expected.encode()):
+        return _page(
+            "console/sign_in.html", 401, next=target, error="That token is not the admin token."
+        )
+    # A fresh session (and CSRF token) on sign-in: nothing from before survives.
+    session.clear()
+    session.permanent = True
+    session["admin"] = True
+    session["signed_in_at"] = time.time()
+    _csrf_token()
+    return redirect(target, 303)
+
+
+@bp.post("/sign-out")
+def sign_out() -> ResponseReturnValue:
+    session.clear()
+    flash("Signed out.")
+    return redirect(url_for("console.sign_in"), 303)
+
+
+def _safe_next(value: str) -> str:
+    """Only a path inside the console: never another host (no open redirect)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. "//[" (an unterminated IPv6 host): not a console path
+        return url_for("console.dead_letters")
+    if (
+        value.startswith("/admin/")
+        and not parts.scheme
+        and not parts.netloc
+        and "\\" not in value
+        and not value.startswith("//")
+        and value.isprintable()
+    ):
+        return value
+    return url_for("console.dead_letters")
+
+
+# dead letters ---------------------------------------------------------------------------
+
+
+@bp.get("/")
+def home() -> ResponseReturnValue:
+    return redirect(url_for("console.dead_letters"), 303)
+
+
+@dataclass(frozen=True)
+class Filters:
+    source: str = ""
+    provider: str = ""
+    reason: str = ""
+    age: str = ""
+
+    @classmethod
+    def from_args(cls, args: Any) -> Filters:
+        age = args.get("age", "")
+        return cls(
+            source=args.get("source", "").strip(),
+            provider=args.get("provider", "").strip(),
+            reason=args.get("reason", "").strip(),
+            age=age if age in AGE_FILTERS else "",
+        )
+
+    def matches(self, letter: DeadLetter, now: float) -> bool:
+        if self.source and letter.source != self.source:
+            return False
+        if self.provider and letter.provider != self.provider:
+            return False
+        if self.reason and letter.reason != self.reason:
+            return False
+        if self.age:
+            direction, _label, seconds = AGE_FILTERS[self.age]
+            newer = letter.created_at >= now - seconds
+            return newer if direction == "newer" else not newer
+        return True
+
+    @property
+    def active(self) -> bool:
+        return any((self.source, self.provider, self.reason, self.age))
+
+
+def _choices(known: Iterable[str], seen: Iterable[str]) -> list[str]:
+    return sorted({*known, *(value for value in seen if value)})
+
+
+@bp.get("/dead-letters")
+def dead_letters() -> ResponseReturnValue:
+    _, _, letters = _stores()
+    filters = Filters.from_args(request.args)
+    now = time.time()
+    waiting = list(letters.iter_waiting(limit=SCAN_LIMIT))
+    matched = [letter for letter in waiting if filters.matches(letter, now)]
+    return _page(
+        "console/letters.html",
+        letters=matched[:LIST_LIMIT],
+        matched=len(matched),
+        total=len(waiting),
+        truncated=len(matched) > LIST_LIMIT,
+        filters=filters,
+        sources=_choices(KNOWN_SOURCES, (x.source for x in waiting)),
+        providers=_choices(KNOWN_PROVIDERS, (x.provider for x in waiting)),
+        reasons=_choices((), (x.reason for x in waiting)),
+        ages=AGE_FILTERS,
+    )
+
+
+@bp.get("/dead-letters/<path:letter_id>")
+def dead_letter(letter_id: str) -> ResponseReturnValue:
+    _, ledger, letters = _stores()
+    letter = letters.get(letter_id)
+    if letter is None:
+        return _not_found(letter_id)
+    unit = ledger.get(letter_id)
+    return _page(
+        "console/letter.html",
+        letter=letter,
+        waiting=letter.status is LetterStatus.WAITING,
+        unit=unit_view(unit, ledger) if unit is not None else None,
+        attempts=ledger.attempts(letter_id),
+    )
+
+
+@bp.route("/dead-letters/<path:letter_id>/replay", methods=["GET", "POST"])
+def replay(letter_id: str) -> ResponseReturnValue:
+    _, _, letters = _stores()
+    letter = letters.get(letter_id)
+    if letter is None:
+        return _not_found(letter_id)
+    if request.method == "GET":
+        return _page("console/confirm.html", letter=letter, action="replay")
+    result = letters.replay(letter_id, now=time.time(), actor=ACTOR)
+    if result is ReplayResult.REPLAYED:
+        flash(f"Replayed {letter_id}: the unit is back on the schedule under the same key.")
+        return redirect(url_for("console.event", event_id=letter.event_id), 303)
+    flash(f"Not replayed: {letter_id} was already handled ({result.value}).", "error")
+    return redirect(url_for("console.dead_letter", letter_id=letter_id), 303)
+
+
+@bp.route("/dead-letters/<path:letter_id>/discard", methods=["GET", "POST"])
+def discard(letter_id: str) -> ResponseReturnValue:
+    _, _, letters = _stores()
+    letter = letters.get(letter_id)
+    if letter is None:
+        return _not_found(letter_id)
+    if request.method == "GET":
+        return _page("console/confirm.html", letter=letter, action="discard")
+    reason = request.form.get("reason", "").strip()[:DISCARD_REASON_MAX]
+    if letters.discard(letter_id, now=time.time(), actor=ACTOR, reason=reason):
+        flash(f"Discarded {letter_id}.")
+        return redirect(url_for("console.dead_letters"), 303)
+    flash(f"Not discarded: {letter_id} was already handled.", "error")
+    return redirect(url_for("console.dead_letter", letter_id=letter_id), 303)
+
+
+def _not_found(letter_id: str) -> tuple[str, int]:
+    return _page(
+        "console/error.html",
+        404,
+        title="No such dead letter",
+        message=f"No dead letter has id {letter_id!r}.",
+    )
+
+
+# event look-up --------------------------------------------------------------------------
+
+
+@bp.get("/events")
+def event() -> ResponseReturnValue:
+    event_id = request.args.get("event_id", "").strip()
+    if not event_id:
+        return _page("console/event.html", event_id="", event=None, units=[], state="")
+    inbox, ledger, _ = _stores()
+    found = inbox.get(event_id)
+    if found is None:
+        return _page("console/event.html", 404, event_id=event_id, event=None, units=[], state="")
+    units = ledger.get_many(found.unit_ids)
+    return _page(
+        "console/event.html",
+        event_id=event_id,
+        event=found,
+        units=[unit_view(unit, ledger) for unit in units],
+        state=event_state(units),
+    )
+
+
+# OpenAPI ----------------------------------------------------------------------------------
+
+
+def _describe() -> None:
+    """Describe the console's pages in /openapi.json (HTML, cookie session, CSRF forms)."""
+    from webhooks import openapi
+
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+
+    def page(description: str) -> dict[str, Any]:
+        return {"description": description, **html}
+
+    see_other = {"description": "See Other: the next page (the sign-in form when signed out)."}
+    refused = page("The form's CSRF token is missing or not this session's.")
+    missing = {
+        "description": "No dead letter has this id (an HTML page; a problem document when "
+        "the path itself is malformed, e.g. holds a newline).",
+        "content": {
+            **html["content"],
+            "application/problem+json": {"schema": openapi.ref("Problem")},
+        },
+    }
+    # Optional on purpose: without the cookie a page answers 303 to the sign-in form (a
+    # browser flow), not 401.
+    cookie_auth: list[dict[str, list[str]]] = [{"consoleSession": []}, {}]
+    letter_id = {
+        "name": "letter_id",
+        "in": "path",
+        "required": True,
+        "description": "The dead letter's id (its unit key, `{event id}:{line}:{index}`).",
+        "schema": {"type": "string", "minLength": 1},
+    }
+    form_csrf = {CSRF_FIELD: {"type": "string", "description": "The session's CSRF token."}}
+
+    def form(properties: dict[str, Any]) -> dict[str, Any]:
+        schema = {"type": "object", "properties": {**form_csrf, **properties}}
+        return {"content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+    def confirm_and_act(action: str, effect: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "parameters": [letter_id],
+            "get": {
+                "summary": f"Console: confirm {action} of a dead letter",
+                "tags": ["console"],
+                "security": cookie_auth,
+                "responses": {"200": page("Confirmation form."), "303": see_other, "404": missing},
+            },
+            "post": {
+                "summary": f"Console: {action} a dead letter ({effect})",
+                "tags": ["console"],
+                "security": cookie_auth,
+                "requestBody": form(fields),
+                "responses": {"303": see_other, "403": refused, "404": missing},
+            },
+        }
+
+    filters = [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in (
+            ("source", {"type": "string"}),
+            ("provider", {"type": "string"}),
+            ("reason", {"type": "string"}),
+            ("age", {"type": "string", "description": "One of " + ", ".join(AGE_FILTERS)}),
+        )
+    ]
+    openapi.SECURITY_SCHEMES["consoleSession"] = {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": SESSION_COOKIE_NAME,
+        "description": "Set by POST /admin/sign-in with the ADMIN_TOKEN (Secure, HttpOnly).",
+    }
+    openapi.TAGS.append(
+        {
+            "name": "console",
+            "description": "The dead-letter console: server-rendered HTML pages for operators.",
+        }
+    )
+    openapi.PATHS.update(
+        {
+            "/admin/": {
+                "get": {
+                    "summary": "Console: home (redirects to the dead letters)",
+                    "tags": ["console"],
+                    "responses": {"303": see_other},
+                }
+            },
+            "/admin/sign-in": {
+                "get": {
+                    "summary": "Console: the sign-in form",
+                    "tags": ["console"],
+                    "parameters": [{"name": "next", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": page("The form."), "303": see_other},
+                },
+                "post": {
+                    "summary": "Console: sign in with the admin token (sets the session cookie)",
+                    "tags": ["console"],
+                    "requestBody": form({"token": {"type": "string"}, "next": {"type": "string"}}),
+                    "responses": {
+                        "303": see_other,
+                        "401": page("Not the admin token."),
+                        "403": refused,
+                    },
+                },
+            },
+            "/admin/sign-out": {
+                "post": {
+                    "summary": "Console: sign out",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "requestBody": form({}),
+                    "responses": {"303": see_other, "403": refused},
+                }
+            },
+            "/admin/dead-letters": {
+                "get": {
+                    "summary": "Console: dead letters waiting, filtered",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "parameters": filters,
+                    "responses": {"200": page("The list."), "303": see_other},
+                }
+            },
+            "/admin/dead-letters/{letter_id}": {
+                "get": {
+                    "summary": "Console: one dead letter and its attempt history",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "parameters": [letter_id],
+                    "responses": {"200": page("The letter."), "303": see_other, "404": missing},
+                }
+            },
+            "/admin/dead-letters/{letter_id}/replay": confirm_and_act(
+                "replay", "back on the schedule under the same key", {}
+            ),
+            "/admin/dead-letters/{letter_id}/discard": confirm_and_act(
+                "discard",
+                "closed unfulfilled, audit-logged",
+                {
+                    "reason": {
+                        "type": "string",
+                        "description": f"Kept in the audit log (first {DISCARD_REASON_MAX} "
+                        "characters).",
+                    }
+                },
+            ),
+            "/admin/events": {
+                "get": {
+                    "summary": "Console: an event's units by event id (codes masked)",
+                    "tags": ["console"],
+                    "security": cookie_auth,
+                    "parameters": [
+                        {"name": "event_id", "in": "query", "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": page("The look-up form, and the event's units when found."),
+                        "303": see_other,
+                        "404": page("No accepted event has this id."),
+                    },
+                }
+            },
+        }
+    )
+
+
+_describe()
