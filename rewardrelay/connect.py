@@ -11,6 +11,7 @@ rotates it. The code and the tokens are never printed or logged.
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -88,11 +89,18 @@ def _handler(callback: _Callback) -> type[BaseHTTPRequestHandler]:
 
 
 def connect_orders_platform(
-    settings: Settings, *, on_url: Callable[[str], None], timeout: float = 300.0
+    settings: Settings,
+    *,
+    on_url: Callable[[str], None],
+    timeout: float = 300.0,
+    listener: socket.socket | None = None,
 ) -> None:
     """Run the authorization-code flow once and store the refresh token in Redis.
 
-    ``on_url`` receives the consent URL to open (the command prints it).
+    ``on_url`` receives the consent URL to open (the command prints it). ``listener`` is
+    a socket already bound to the redirect address (``rewardrelay run`` holds one from
+    the moment it picks the port, so nothing else can take it meanwhile); it is closed
+    when the flow ends.
 
     Raises:
         SettingsError: the orders platform is not configured, or the redirect URI is not
@@ -109,9 +117,14 @@ def connect_orders_platform(
         )
     callback = _Callback(redirect.path or "/", secrets.token_urlsafe(16))
     try:
-        server = HTTPServer(
-            (redirect.hostname or "127.0.0.1", redirect.port or 80), _handler(callback)
-        )
+        address = (redirect.hostname or "127.0.0.1", redirect.port or 80)
+        if listener is None:
+            server = HTTPServer(address, _handler(callback))
+        else:
+            server = HTTPServer(address, _handler(callback), bind_and_activate=False)
+            server.socket.close()
+            server.socket = listener
+            server.server_activate()
     except OSError as exc:
         raise ConnectError(f"cannot listen on {redirect.netloc}: {exc.strerror}") from None
     store = redis.Redis.from_url(settings.redis_url, socket_timeout=10)

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -162,6 +163,7 @@ class Stack:
         self.flower_port = _port_setting(self.env, "FLOWER_PORT", flower_port, DEFAULT_FLOWER_PORT)
         self.console = console or Console()
         self.redis: EmbeddedRedis | None = None
+        self._redirect_listener: socket.socket | None = None
         self.sandboxes: list[Child] = []
         self.children: list[Child] = []
         self.stop_requested = threading.Event()
@@ -202,7 +204,11 @@ class Stack:
             self.env.setdefault("CONIQ_RECORD_OFFER_ID", SANDBOX_CONIQ_RECORD_OFFER_ID)
         if self._runs("orders-platform") and not self.env.get("ORDERS_REDIRECT_URI", "").strip():
             # The sandbox registers this redirect; a free port keeps parallel runs apart.
-            self.env["ORDERS_REDIRECT_URI"] = f"http://127.0.0.1:{free_port()}/callback"
+            # Held bound until the connect step listens on it: a port picked and released
+            # here could be taken by another process before then.
+            self._redirect_listener = socket.create_server(("127.0.0.1", 0))
+            port = self._redirect_listener.getsockname()[1]
+            self.env["ORDERS_REDIRECT_URI"] = f"http://127.0.0.1:{port}/callback"
         self.env["PORT"] = str(self.port)
         self.env["FLOWER_PORT"] = str(self.flower_port)
         # The source pollers (beat) emit their reward events to this receiver.
@@ -335,7 +341,8 @@ class Stack:
 
         try:
             settings = Settings.from_env(self.env)
-            connect_orders_platform(settings, on_url=approve, timeout=10.0)
+            listener, self._redirect_listener = self._redirect_listener, None
+            connect_orders_platform(settings, on_url=approve, timeout=10.0, listener=listener)
         except (ConnectError, SettingsError) as exc:
             self.console.say(
                 f"orders-platform sandbox not connected ({exc}); "
@@ -461,6 +468,9 @@ class Stack:
         """Stop the processes, then the sandboxes they call, then Redis they all use."""
         self._terminate(self.children)
         self._terminate(self.sandboxes)
+        if self._redirect_listener is not None:
+            self._redirect_listener.close()
+            self._redirect_listener = None
         if self.redis is not None and self.redis.running:
             self.console.say("stopping embedded Redis")
             self.redis.stop()
