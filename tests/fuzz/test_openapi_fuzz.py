@@ -157,14 +157,25 @@ ADMIN_OPERATIONS = _operations(tag="admin")
 INGEST_OPERATIONS = _operations(tag="ingest")
 
 
-def cases(api_schema: schemathesis.BaseSchema, method: str, path: str) -> st.SearchStrategy:
-    """Requests for one operation: fitting its schema, and (where it has inputs) not."""
+def cases(
+    api_schema: schemathesis.BaseSchema,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+) -> st.SearchStrategy:
+    """Requests for one operation: fitting its schema, and (where it has inputs) not.
+
+    ``headers`` are fixed, so negative generation leaves them alone (schemathesis drops a
+    header it mutated away even when the caller passes it again).
+    """
     operation = api_schema[path][method]
     raw = operation.definition.raw
     modes = [GenerationMode.POSITIVE]
     if raw.get("parameters") or raw.get("requestBody"):
         modes.append(GenerationMode.NEGATIVE)
-    return st.sampled_from(modes).flatmap(lambda mode: operation.as_strategy(generation_mode=mode))
+    return st.sampled_from(modes).flatmap(
+        lambda mode: operation.as_strategy(generation_mode=mode, headers=headers)
+    )
 
 
 def test_fuzzed_operations_are_exactly_those_the_app_serves(client_document, app):
@@ -252,12 +263,21 @@ def test_admin_operations_without_or_with_a_wrong_token_get_a_401_problem(
     response = case.call(headers=headers)
     # then it is refused before anything else, as the documented 401 problem
     case.validate_response(response, checks=CHECKS)
-    body = assert_typed_problem(response, 401)
+    body = assert_typed_problem(response, 401, 404)
+    if response.status_code == 404:
+        # an id that routes nowhere (e.g. "/" makes the path end in "//"): the router's
+        # generic 404 before any view runs, which says nothing about stored letters
+        assert body["type"] == PROBLEM_BASE + "not-found", body
+        return
     assert body["type"] == PROBLEM_BASE + "unauthorized"
     assert response.headers["www-authenticate"][0].startswith("Bearer ")
 
 
 # --- ingest, signed -------------------------------------------------------------------------
+
+
+# Placeholders for the signature headers, replaced once the body is known.
+UNSIGNED = {"webhook-id": "unsigned", "webhook-timestamp": "0", "webhook-signature": "v1,"}
 
 
 @pytest.mark.parametrize(("method", "path"), INGEST_OPERATIONS)
@@ -268,14 +288,15 @@ def test_signed_ingest_requests_never_5xx_and_refusals_are_typed_problems(
 ):
     # given a generated ingest request whose body is signed with the endpoint's secret,
     # under the body's id when it has a usable one (else the id check refuses it: 422)
-    case = data.draw(cases(api_schema, method, path), label="case")
-    raw = json.dumps(case.body).encode()
+    case = data.draw(cases(api_schema, method, path, headers=UNSIGNED), label="case")
+    raw = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
     body_id = case.body.get("id") if isinstance(case.body, dict) else None
     usable_id = body_id if isinstance(body_id, str) and body_id.isascii() else None
     headers = signed_headers(raw, SECRETS[path], msg_id=usable_id)
     del headers["content-type"]  # the generated media type is sent, JSON or not
+    case.headers = {**(case.headers or {}), **headers}
     # when it is sent as exactly the bytes that were signed
-    response = case.call(headers=headers, data=raw)
+    response = case.call(data=raw)
     # then no 5xx, and it answers as documented: accepted, duplicate or a typed problem
     case.validate_response(response, checks=CHECKS)
     if response.status_code >= 400:
