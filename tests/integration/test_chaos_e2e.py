@@ -23,7 +23,8 @@ At the end every accepted event has all of its units terminal: fulfilled, or dea
 or unroutable with a reason in the dead-letter store; and the sandbox counters show one
 provider order per unit that has one, and none anywhere else: nothing lost, nothing doubled.
 
-Scale with ``RR_CHAOS_EVENTS`` (default 120, a CI-sized run well under 3 minutes)::
+Scale with ``RR_CHAOS_EVENTS`` (default 120, a CI-sized run well under 3 minutes);
+``RR_CHAOS_BROKER=amqp`` uses RabbitMQ (``RR_TEST_AMQP_URL``) as the broker instead::
 
     RR_CHAOS_EVENTS=2000 pytest -m chaos -s tests/integration/test_chaos_e2e.py
 """
@@ -55,15 +56,18 @@ from sandboxes import SandboxControl
 from tasks.fulfillers import provider_key
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
 from tests.integration.conftest import (
+    AMQP_URL,
     IFG_KEY,
     IFG_SECRET,
     REPO,
     ROPS_ID,
     ROPS_SECRET,
+    _drop_queue,
     coniq_reward,
     internal_grant,
 )
 from webhooks.signatures import signed_headers
+from worker.config import Settings
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
@@ -71,6 +75,9 @@ from worker.stores.ledger import Ledger
 from worker.stores.models import UnitState
 
 EVENTS = int(os.environ.get("RR_CHAOS_EVENTS", "120"))
+# "redis" (the embedded server is store and broker) or "amqp" (RabbitMQ at AMQP_URL is the
+# broker, the embedded Redis the store).
+BROKER = os.environ.get("RR_CHAOS_BROKER", "redis")
 SEED = int(os.environ.get("RR_CHAOS_SEED", "20261123"))
 # Share of events delivered more than once (each of them two or three times in all).
 REDELIVERED_SHARE = 0.2
@@ -242,6 +249,11 @@ class ChaosStack:
             "LOG_FORMAT": "text",
             "PYTHONPATH": str(REPO),
         }
+        if BROKER == "amqp":
+            # a queue of this run's own on the shared RabbitMQ, deleted at the end
+            self.env["CELERY_BROKER_URL"] = AMQP_URL
+            self.env["TASK_QUEUE"] = f"{PREFIX}-{uuid.uuid4().hex[:8]}-tasks"
+        self.settings = Settings.from_env(self.env)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.keys = Keys(PREFIX)
         self.children: dict[str, Child] = {}
@@ -349,6 +361,8 @@ class ChaosStack:
             child.kill(signal.SIGTERM, wait=15)
         self.redis.close()
         self.redis_server.stop()
+        if BROKER == "amqp":
+            _drop_queue(self.settings)
 
     @property
     def url(self) -> str:
@@ -568,6 +582,11 @@ def test_chaos_every_accepted_event_is_fulfilled_or_dead_lettered_and_issued_at_
         "unroutable": states.get("unroutable", 0),
         "other_states": {k: v for k, v in states.items() if k not in TERMINAL_SHOWN},
         "worker_kills": stack.kills,
+        # attempts begun but never recorded: the worker died in the middle (or the lease
+        # ran out and another delivery took over)
+        "units_with_an_attempt_cut_by_a_kill": sum(
+            1 for unit_id in units if _has_cut_attempt(ledger.attempts(unit_id))
+        ),
         "web_restarts": 1,
         "redis_restarts": 1,
         "rewardops_token_expiries": token_expiries,
@@ -590,7 +609,7 @@ def test_chaos_every_accepted_event_is_fulfilled_or_dead_lettered_and_issued_at_
         "duration_seconds": round(duration, 1),
     }
     with capsys.disabled():
-        sys.stdout.write(f"\nchaos N={EVENTS}: {json.dumps(figures, indent=1)}\n")
+        sys.stdout.write(f"\nchaos N={EVENTS} broker={BROKER}: {json.dumps(figures, indent=1)}\n")
 
     assert [item.refused for item in planned if item.refused] == []
     assert len(accepted) == EVENTS
@@ -643,6 +662,12 @@ def _unit_ids(stack: ChaosStack, planned: list[Planned]) -> dict[str, list[str]]
         assert stored is not None, f"accepted event {item.id} is not in the store: lost"
         result[item.id] = list(stored.unit_ids)
     return result
+
+
+def _has_cut_attempt(history: list[dict[str, Any]]) -> bool:
+    """An attempt number missing from the history was begun and never finished."""
+    numbers = [int(record["attempt"]) for record in history]
+    return bool(numbers) and numbers != list(range(1, max(numbers) + 1))
 
 
 def _pending(stack: ChaosStack, unit_ids: dict[str, list[str]]) -> bool:
