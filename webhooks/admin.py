@@ -259,6 +259,22 @@ def _describe() -> None:
             ("limit", {"type": "integer", "minimum": 1, "maximum": BULK_REPLAY_MAX}),
         )
     ]
+    letter_properties: dict[str, Any] = {
+        name: {"type": kind}
+        for name, kind in (
+            ("id", "string"),
+            ("event_id", "string"),
+            ("source", "string"),
+            ("provider", "string"),
+            ("product", "string"),
+            ("reason", "string"),
+            ("error_type", "string"),
+            ("detail", "string"),
+            ("created_at", "number"),
+            ("status", "string"),
+            ("times", "integer"),
+        )
+    } | {"status_code": {"type": ["integer", "null"]}}
     openapi.SECURITY_SCHEMES.update({"adminToken": {"type": "http", "scheme": "bearer"}})
     openapi.SCHEMAS.update(
         {
@@ -294,24 +310,31 @@ def _describe() -> None:
             },
             "DeadLetter": {
                 "type": "object",
+                "properties": letter_properties | {"attempts": {"type": "integer"}},
+            },
+            "Attempt": {
+                "type": "object",
                 "properties": {
                     name: {"type": kind}
                     for name, kind in (
-                        ("id", "string"),
-                        ("event_id", "string"),
-                        ("source", "string"),
-                        ("provider", "string"),
-                        ("product", "string"),
-                        ("reason", "string"),
+                        ("attempt", "integer"),
+                        ("at", "number"),
+                        ("mode", "string"),
+                        ("outcome", "string"),
+                        ("duration_ms", "integer"),
                         ("error_type", "string"),
-                        ("detail", "string"),
-                        ("attempts", "integer"),
-                        ("created_at", "number"),
-                        ("status", "string"),
-                        ("times", "integer"),
+                        ("reason", "string"),
+                        ("task_id", "string"),
                     )
                 }
                 | {"status_code": {"type": ["integer", "null"]}},
+            },
+            "DeadLetterDetail": {
+                "type": "object",
+                "description": "A dead letter whose attempts count is replaced by the unit's"
+                " attempt history, oldest first.",
+                "properties": letter_properties
+                | {"attempts": {"type": "array", "items": openapi.ref("Attempt")}},
             },
         }
     )
@@ -411,7 +434,9 @@ def _describe() -> None:
                     "security": security,
                     "parameters": [letter_id],
                     "responses": {
-                        "200": openapi.json_response("The letter.", openapi.ref("DeadLetter")),
+                        "200": openapi.json_response(
+                            "The letter with its attempt history.", openapi.ref("DeadLetterDetail")
+                        ),
                         "401": unauthorized,
                         "404": not_found,
                     },
