@@ -388,8 +388,18 @@ def rewardops(sandboxes_running: tuple[Any, Any]) -> Iterator[SandboxControl]:
         control.reset()
 
 
+def _drop_keys(settings: Settings) -> None:
+    """Remove every key this stack wrote under its prefix (the tests share db 15)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def _drop_queue(settings: Settings) -> None:
-    """Remove this stack's broker queue (and, on Redis, kombu's binding key)."""
+    """Remove this stack's broker queue (and, on Redis, kombu's binding keys)."""
     queue = settings.task_queue
     if settings.celery_broker_url.startswith("amqp"):
         app = make_celery(settings)
@@ -401,8 +411,11 @@ def _drop_queue(settings: Settings) -> None:
             pass
         return
     client = redis.Redis.from_url(settings.celery_broker_url)
-    client.delete(queue, f"_kombu.binding.{queue}")
-    client.close()
+    try:
+        # The queue list, and kombu's binding keys for it (``_kombu.binding*.{queue}``).
+        client.delete(queue, *client.scan_iter(match=f"_kombu.binding*.{queue}", count=1000))
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -450,6 +463,7 @@ def make_stack(
         for running in started:
             running.stop()
             _drop_queue(running.settings)
+            _drop_keys(running.settings)
 
 
 def _purge_amqp(settings: Settings) -> None:
