@@ -21,10 +21,9 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import redis
@@ -247,23 +246,6 @@ def tree_cpu_seconds(root: int) -> float:
 
 
 # --- Redis -----------------------------------------------------------------------------
-
-
-def delete_matching(client: redis.Redis, patterns: Iterable[str]) -> int:
-    deleted = 0
-    for pattern in patterns:
-        batch: list[Any] = []
-        for key in client.scan_iter(match=pattern, count=2000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += int(client.delete(*batch))
-                batch = []
-        if batch:
-            deleted += int(client.delete(*batch))
-    return deleted
-
-
-KOMBU_PATTERNS = ("_kombu.binding.*", "unacked", "unacked_index", "unacked_mutex")
 
 
 # ``--fsync`` choices: AOF off, or AOF with this ``appendfsync`` policy.
