@@ -14,23 +14,17 @@ Bearer header.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
 
-from tasks.providers.base import DEFAULT_TIMEOUT, ProviderClient
-from tasks.providers.errors import ProviderAuthError
+from tasks.providers.base import AccessToken, ClientCredentialsClient
 from tasks.providers.redaction import Secret
 
 __all__ = ["IgnicoClient", "IgnicoUser", "Transaction", "TransactionPage"]
-
-logger = logging.getLogger(__name__)
 
 PROVIDER = "ignico"
 JSONAPI = "application/vnd.api+json"
@@ -133,44 +127,16 @@ def _parse_single(body: Any) -> Transaction:
     return _transaction(body["data"], {})
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: Secret
-    expires_at: float
-
-
-class IgnicoClient(ProviderClient):
+class IgnicoClient(ClientCredentialsClient):
     """Client for ``{base_url}`` = ``https://{workspace}.igni.co/api/v1`` (or the sandbox).
 
-    Thread-safe token cache. Methods return frozen dataclasses or raise a
-    :class:`~tasks.providers.errors.ProviderError` subclass.
+    Thread-safe token cache (in :class:`ClientCredentialsClient`). Methods return frozen
+    dataclasses or raise a :class:`~tasks.providers.errors.ProviderError` subclass.
     """
 
     provider: ClassVar[str] = PROVIDER
-
-    def __init__(
-        self,
-        base_url: str,
-        client_id: str,
-        client_secret: str,
-        *,
-        http: httpx.Client | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        refresh_margin: float = TOKEN_REFRESH_MARGIN_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not client_id or not client_secret:
-            raise ValueError("Ignico client_id and client_secret are required")
-        super().__init__(base_url, http=http, timeout=timeout)
-        self._client_id = client_id
-        self._client_secret = Secret(client_secret)
-        self._refresh_margin = refresh_margin
-        self._clock = clock
-        self._token_lock = threading.Lock()
-        self._token: _Token | None = None
-
-    def __repr__(self) -> str:
-        return f"IgnicoClient(base_url={self.base_url!r}, client_id={self._client_id[:4]!r}...)"
+    display_name: ClassVar[str] = "Ignico"
+    default_refresh_margin: ClassVar[float] = TOKEN_REFRESH_MARGIN_SECONDS
 
     def _describe_error(self, response: httpx.Response) -> tuple[str | None, str | None]:
         """JSON:API ``errors[0].code/detail`` (4.3 [DESIGN]) or the token ``error``."""
@@ -193,70 +159,38 @@ class IgnicoClient(ProviderClient):
 
     # -- token ---------------------------------------------------------------------------
 
-    def _bearer(self) -> Secret:
-        """A valid access token, fetched when missing or about to expire.
+    def _request_token(self) -> httpx.Response:
+        """providers.md 4.2: credentials as form fields of the token request body."""
+        return self._send(
+            "POST",
+            "/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self._client_id,
+                "client_secret": self._client_secret.reveal(),
+            },
+            idempotent=True,
+        )
 
-        Raises:
-            ProviderAuthError: client credentials rejected.
-            TransientProviderError: the token endpoint is unreachable or failing.
-        """
-        with self._token_lock:
-            token = self._token
-            if token is not None and self._clock() < token.expires_at:
-                return token.value
-            response = self._send(
-                "POST",
-                "/oauth2/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "client_id": self._client_id,
-                    "client_secret": self._client_secret.reveal(),
-                },
-                idempotent=True,
-            )
-            self._token = self._parse(response, self._parse_token, write=False)
-            logger.info("ignico access token obtained", extra={"provider": PROVIDER})
-            return self._token.value
-
-    def _parse_token(self, body: Any) -> _Token:
+    def _parse_token(self, body: Any) -> AccessToken:
         """providers.md 4.2: ``{token_type, expires_in, access_token}``."""
         value = body["access_token"]
         if not isinstance(value, str) or not value:
             raise ValueError("no access_token in token response")
         expires_in = float(body.get("expires_in") or DEFAULT_TOKEN_TTL_SECONDS)
+        # A short-lived token must not be refreshed before it is used: cap the margin.
         margin = min(self._refresh_margin, expires_in / 2)
-        return _Token(Secret(value), self._clock() + expires_in - margin)
+        return AccessToken(Secret(value), self._clock() + expires_in - margin)
 
-    def invalidate_token(self, stale: Secret | None = None) -> None:
-        with self._token_lock:
-            if stale is None or (self._token is not None and self._token.value == stale):
-                self._token = None
-
-    def _authed(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-    ) -> httpx.Response:
-        """Send with the Bearer token and JSON:API media type; on 401 refresh once."""
-        token = self._bearer()
-        try:
-            return self._send(method, path, params=params, json=json, headers=_headers(token))
-        except ProviderAuthError as exc:
-            if exc.status_code != 401:
-                raise
-            logger.info("ignico token rejected; refreshing once", extra={"provider": PROVIDER})
-            self.invalidate_token(token)
-        token = self._bearer()
-        return self._send(method, path, params=params, json=json, headers=_headers(token))
+    def _auth_headers(self, token: Secret) -> dict[str, str]:
+        """Bearer token plus the JSON:API media type on both sides (providers.md 4.3)."""
+        return {
+            "Authorization": f"Bearer {token.reveal()}",
+            "Accept": JSONAPI,
+            "Content-Type": JSONAPI,
+        }
 
     # -- API -----------------------------------------------------------------------------
-
-    def check(self) -> None:
-        """Verify connectivity and credentials by obtaining a token."""
-        self._bearer()
 
     def list_transactions(
         self,
@@ -311,11 +245,3 @@ class IgnicoClient(ProviderClient):
         # Setting a flag is idempotent: a 5xx or timeout is safe to repeat blindly.
         response = self._authed("PUT", path, json=body)
         return self._parse(response, _parse_single, write=False)
-
-
-def _headers(token: Secret) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {token.reveal()}",
-        "Accept": JSONAPI,
-        "Content-Type": JSONAPI,
-    }

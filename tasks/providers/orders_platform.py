@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from tasks.providers.base import DEFAULT_TIMEOUT, ProviderClient
+from tasks.providers.base import DEFAULT_TIMEOUT, AccessToken, ProviderClient
 from tasks.providers.errors import ProviderAuthError
 from tasks.providers.redaction import Secret
 
@@ -98,12 +98,6 @@ def _parse_page(body: Any) -> OrderPage:
     )
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: Secret
-    expires_at: float
-
-
 class OrdersPlatformClient(ProviderClient):
     """Client for the platform at ``base_url`` (root: ``/oauth/*`` and ``/api/*``)."""
 
@@ -130,7 +124,7 @@ class OrdersPlatformClient(ProviderClient):
         self._tokens = tokens
         self._clock = clock
         self._lock = threading.Lock()
-        self._token: _Token | None = None
+        self._token: AccessToken | None = None
 
     def __repr__(self) -> str:
         return f"OrdersPlatformClient(base_url={self.base_url!r})"
@@ -193,14 +187,14 @@ class OrdersPlatformClient(ProviderClient):
         self._token = token
         return token.value
 
-    def _parse_token(self, body: Any) -> tuple[_Token, str]:
+    def _parse_token(self, body: Any) -> tuple[AccessToken, str]:
         value = body["access_token"]
         if not isinstance(value, str) or not value:
             raise ValueError("no access_token in token response")
         ttl = float(body.get("expires_in") or DEFAULT_ACCESS_TTL_SECONDS)
         margin = min(TOKEN_REFRESH_MARGIN_SECONDS, ttl / 2)
         refresh = body.get("refresh_token")
-        return _Token(Secret(value), self._clock() + ttl - margin), str(refresh or "")
+        return AccessToken(Secret(value), self._clock() + ttl - margin), str(refresh or "")
 
     def _bearer(self, stale: Secret | None = None) -> Secret:
         """A valid access token, refreshed with the stored refresh token when needed.

@@ -14,17 +14,15 @@ of the token request, the token only in the Bearer header; neither is ever in a 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
 import httpx
 
-from tasks.providers.base import DEFAULT_TIMEOUT, ProviderClient
-from tasks.providers.errors import ConflictError, NotFoundError, ProviderAuthError
+from tasks.providers.base import AccessToken, ClientCredentialsClient
+from tasks.providers.errors import ConflictError, NotFoundError
 from tasks.providers.redaction import RewardCode, Secret
 
 __all__ = ["ItemStatus", "Member", "Order", "OrderItem", "RewardOpsClient"]
@@ -162,45 +160,17 @@ def _parse_list(body: Any) -> tuple[Order, ...]:
     return tuple(_parse_order(order) for order in body["result"]["orders"])
 
 
-@dataclass(frozen=True)
-class _Token:
-    value: Secret
-    expires_at: float  # local epoch seconds, already reduced by the refresh margin
-
-
-class RewardOpsClient(ProviderClient):
+class RewardOpsClient(ClientCredentialsClient):
     """Client for ``{base_url}`` = ``https://app.rewardops.net/api/v4`` (or a sandbox).
 
-    Thread-safe: the token cache is guarded by a lock so concurrent calls share one token
-    request. Methods return frozen dataclasses or raise a
-    :class:`~tasks.providers.errors.ProviderError` subclass.
+    Thread-safe: the token cache (in :class:`ClientCredentialsClient`) is guarded by a lock
+    so concurrent calls share one token request. Methods return frozen dataclasses or raise
+    a :class:`~tasks.providers.errors.ProviderError` subclass.
     """
 
     provider: ClassVar[str] = PROVIDER
-
-    def __init__(
-        self,
-        base_url: str,
-        client_id: str,
-        client_secret: str,
-        *,
-        http: httpx.Client | None = None,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        refresh_margin: float = TOKEN_REFRESH_MARGIN_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not client_id or not client_secret:
-            raise ValueError("RewardOps client_id and client_secret are required")
-        super().__init__(base_url, http=http, timeout=timeout)
-        self._client_id = client_id
-        self._client_secret = Secret(client_secret)
-        self._refresh_margin = refresh_margin
-        self._clock = clock
-        self._token_lock = threading.Lock()
-        self._token: _Token | None = None
-
-    def __repr__(self) -> str:
-        return f"RewardOpsClient(base_url={self.base_url!r}, client_id={self._client_id[:4]!r}...)"
+    display_name: ClassVar[str] = "RewardOps"
+    default_refresh_margin: ClassVar[float] = TOKEN_REFRESH_MARGIN_SECONDS
 
     def _describe_error(self, response: httpx.Response) -> tuple[str | None, str | None]:
         """providers.md 2.3: ``{status, result: {error: {code, reason, detail}}}`` or
@@ -224,29 +194,17 @@ class RewardOpsClient(ProviderClient):
 
     # -- token ---------------------------------------------------------------------------
 
-    def _bearer(self) -> Secret:
-        """Return a valid access token, fetching one if needed (one request at a time).
+    def _request_token(self) -> httpx.Response:
+        """providers.md 2.2: JSON body, credentials only in the Basic header."""
+        return self._send(
+            "POST",
+            "/auth/token",
+            json={"grant_type": "client_credentials"},
+            auth=(self._client_id, self._client_secret.reveal()),
+            idempotent=True,
+        )
 
-        Raises:
-            ProviderAuthError: client credentials rejected.
-            TransientProviderError: the token endpoint is unreachable or failing.
-        """
-        with self._token_lock:
-            token = self._token
-            if token is not None and self._clock() < token.expires_at:
-                return token.value
-            response = self._send(
-                "POST",
-                "/auth/token",
-                json={"grant_type": "client_credentials"},
-                auth=(self._client_id, self._client_secret.reveal()),
-                idempotent=True,
-            )
-            self._token = self._parse(response, self._parse_token, write=False)
-            logger.info("rewardops access token obtained", extra={"provider": PROVIDER})
-            return self._token.value
-
-    def _parse_token(self, body: Any) -> _Token:
+    def _parse_token(self, body: Any) -> AccessToken:
         """providers.md 2.2: ``{access_token, token_type, expires_in, created_at}``."""
         value = body["access_token"]
         if not isinstance(value, str) or not value:
@@ -256,44 +214,9 @@ class RewardOpsClient(ProviderClient):
         created_at = body.get("created_at")
         # Trust created_at + expires_in, but never beyond now + expires_in (clock skew).
         start = min(float(created_at), now) if isinstance(created_at, int | float) else now
-        return _Token(Secret(value), start + expires_in - self._refresh_margin)
-
-    def invalidate_token(self, stale: Secret | None = None) -> None:
-        """Drop the cached token (only if it is still ``stale``, when given)."""
-        with self._token_lock:
-            if stale is None or (self._token is not None and self._token.value == stale):
-                self._token = None
-
-    def _authed(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-    ) -> httpx.Response:
-        """Send with the Bearer token; on 401 refresh the token once and retry."""
-        token = self._bearer()
-        try:
-            return self._send(method, path, params=params, json=json, headers=_bearer_header(token))
-        except ProviderAuthError as exc:
-            if exc.status_code != 401:
-                raise
-            logger.info("rewardops token rejected; refreshing once", extra={"provider": PROVIDER})
-            self.invalidate_token(token)
-        token = self._bearer()
-        return self._send(method, path, params=params, json=json, headers=_bearer_header(token))
+        return AccessToken(Secret(value), start + expires_in - self._refresh_margin)
 
     # -- API -----------------------------------------------------------------------------
-
-    def check(self) -> None:
-        """Verify connectivity and credentials by obtaining a token.
-
-        Raises:
-            ProviderAuthError: credentials rejected.
-            TransientProviderError: the API is unreachable.
-        """
-        self._bearer()
 
     def create_order(
         self,
@@ -361,7 +284,3 @@ class RewardOpsClient(ProviderClient):
             params={"member_id": member_id, "page": page, "per_page_count": per_page_count},
         )
         return self._parse(response, _parse_list, write=False)
-
-
-def _bearer_header(token: Secret) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token.reveal()}"}
