@@ -200,6 +200,11 @@ class _Attempt:
         fields["codes"] = json.dumps(list(result.codes))
         fields["links"] = json.dumps(list(result.links))
         fields["fulfilled_at"] = now
+        # The loop back to Coniq: queue the unit for recording *before* the ledger says
+        # FULFILLED, so a worker dying in between leaves a note the drain keeps until the
+        # unit is fulfilled (it drops it if the unit ends otherwise). A Redis SADD that
+        # never raises; a no-op unless Coniq-sourced and configured.
+        coniq_outbound.note_fulfilled(self.rt, self.unit)
         if self._finish(UnitState.FULFILLED, "fulfilled", fields, None):
             metrics.unit_terminal(UnitState.FULFILLED, route["provider"])
         observability.unit_event(
@@ -209,9 +214,6 @@ class _Attempt:
             provider_ref=result.reference,
             task_id=self.task_id,
         )
-        # Issue 6, the loop back to Coniq: queue the unit to be recorded in Coniq by a beat
-        # task (a Redis SADD that never raises; no-op unless Coniq-sourced and configured).
-        coniq_outbound.note_fulfilled(self.rt, self.unit)
         return Outcome(self.unit.id, "fulfilled", UnitState.FULFILLED)
 
     def retry(

@@ -67,9 +67,11 @@ def _names(rt: WorkerRuntime) -> OutboundKeys:
 
 
 def note_fulfilled(rt: WorkerRuntime, unit: Unit) -> None:
-    """Queue a fulfilled Coniq unit for recording in Coniq (a no-op for other sources).
+    """Queue a Coniq unit, about to be marked FULFILLED, for recording in Coniq.
 
-    Never raises: the reward is already FULFILLED and must stay so whatever happens here.
+    A no-op for other sources. Never raises: the reward has been issued and the unit must
+    reach FULFILLED whatever happens here. ``drain`` records a queued unit only once the
+    ledger says FULFILLED.
     """
     if unit.source != "coniq" or not rt.settings.coniq_outbound_configured:
         return

@@ -20,6 +20,8 @@ from sandboxes.rewardops import create_app as rewardops_app
 from tasks.fulfillers import provider_key
 from tasks.fulfillment import fulfil_unit
 from tasks.runtime import WorkerRuntime, build_runtime
+from tasks.sources.coniq_outbound import SOURCE as OUTBOUND
+from tasks.sources.coniq_outbound import OutboundKeys
 from worker.config import Settings
 from worker.stores.models import UnitSpec, UnitState
 
@@ -240,4 +242,42 @@ def test_unknown_outcome_is_looked_up_before_resubmitting(rt: WorkerRuntime, con
     assert actions[-1] == "fulfilled"
     modes = [a["mode"] for a in rt.ledger.attempts(unit_id)]
     assert modes[:2] == ["submit", "lookup"]
+    assert controls[0].issued(provider_key(unit_id)) == 1
+
+
+class _WorkerDied(BaseException):
+    """Stands for the process dying: nothing in the task catches it."""
+
+
+def test_a_worker_dying_before_fulfilled_is_written_still_leaves_the_coniq_record_queued(
+    rt: WorkerRuntime, controls: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given recording back in Coniq is on, and the worker dies right after Ifeelgoods
+    # issued the reward, before the ledger's FULFILLED write
+    recording = {"coniq_api_key": "ck-1", "coniq_record_offer_id": "9001"}
+    coniq_rt = build_runtime(replace(rt.settings, **recording, task_lease_seconds=1))
+    unit_id = _accept(coniq_rt, {"offer_id": "1001"})
+    pending = OutboundKeys(coniq_rt.keys, OUTBOUND).pending
+    real_finish = coniq_rt.ledger.finish
+
+    def die_on_fulfilled(unit: str, attempt: int, state: UnitState, *args: Any, **kw: Any) -> Any:
+        if state is UnitState.FULFILLED:
+            raise _WorkerDied
+        return real_finish(unit, attempt, state, *args, **kw)
+
+    monkeypatch.setattr(coniq_rt.ledger, "finish", die_on_fulfilled)
+    with pytest.raises(_WorkerDied):
+        fulfil_unit(unit_id, coniq_rt)
+
+    # then the unit is not terminal, but its Coniq record is already queued
+    unit = coniq_rt.ledger.get(unit_id)
+    assert unit is not None and not unit.terminal
+    assert coniq_rt.redis.sismember(pending, unit_id)
+
+    # and the redelivery after the lease looks the redemption up and fulfils it, once
+    monkeypatch.setattr(coniq_rt.ledger, "finish", real_finish)
+    time.sleep(1.1)
+    assert fulfil_unit(unit_id, coniq_rt).action == "fulfilled"
+    assert coniq_rt.ledger.get(unit_id).state is UnitState.FULFILLED  # type: ignore[union-attr]
+    assert coniq_rt.redis.sismember(pending, unit_id)
     assert controls[0].issued(provider_key(unit_id)) == 1
