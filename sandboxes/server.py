@@ -8,6 +8,7 @@ threaded server, so a slow (fault-injected) request never blocks the others.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from types import TracebackType
@@ -24,7 +25,16 @@ __all__ = [
     "serve_in_thread",
 ]
 
-SANDBOX_NAMES = ("ifeelgoods", "rewardops", "ignico", "orders-platform", "coniq")
+# Each sandbox's module (``sandboxes.<name>``, dashes as underscores) and the credential
+# options its ``create_app`` takes.
+SANDBOX_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ifeelgoods": ("api_key", "api_secret"),
+    "rewardops": ("client_id", "client_secret"),
+    "ignico": ("client_id", "client_secret"),
+    "orders-platform": ("client_id", "client_secret"),
+    "coniq": ("api_key",),
+}
+SANDBOX_NAMES = tuple(SANDBOX_OPTIONS)
 SHUTDOWN_POLL_SECONDS = 0.05  # how often the serving loop checks for stop(); keeps tests quick
 logger = logging.getLogger(__name__)
 
@@ -100,50 +110,15 @@ def create_sandbox_app(name: str, **creds: str | None) -> Flask:
     Raises:
         ValueError: unknown sandbox name or credential argument.
     """
-    if name == "ifeelgoods":
-        from sandboxes import ifeelgoods
-
-        unknown = set(creds) - {"api_key", "api_secret"}
-        if unknown:
-            raise ValueError(f"unknown Ifeelgoods sandbox option(s): {sorted(unknown)}")
-        return ifeelgoods.create_app(
-            api_key=creds.get("api_key"), api_secret=creds.get("api_secret")
-        )
-    if name == "rewardops":
-        from sandboxes import rewardops
-
-        unknown = set(creds) - {"client_id", "client_secret"}
-        if unknown:
-            raise ValueError(f"unknown RewardOps sandbox option(s): {sorted(unknown)}")
-        return rewardops.create_app(
-            client_id=creds.get("client_id"), client_secret=creds.get("client_secret")
-        )
-    if name == "ignico":
-        from sandboxes import ignico
-
-        unknown = set(creds) - {"client_id", "client_secret"}
-        if unknown:
-            raise ValueError(f"unknown Ignico sandbox option(s): {sorted(unknown)}")
-        return ignico.create_app(
-            client_id=creds.get("client_id"), client_secret=creds.get("client_secret")
-        )
-    if name == "orders-platform":
-        from sandboxes import orders_platform
-
-        unknown = set(creds) - {"client_id", "client_secret"}
-        if unknown:
-            raise ValueError(f"unknown orders platform sandbox option(s): {sorted(unknown)}")
-        return orders_platform.create_app(
-            client_id=creds.get("client_id"), client_secret=creds.get("client_secret")
-        )
-    if name == "coniq":
-        from sandboxes import coniq
-
-        unknown = set(creds) - {"api_key"}
-        if unknown:
-            raise ValueError(f"unknown Coniq sandbox option(s): {sorted(unknown)}")
-        return coniq.create_app(api_key=creds.get("api_key"))
-    raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(SANDBOX_NAMES)}")
+    options = SANDBOX_OPTIONS.get(name)
+    if options is None:
+        raise ValueError(f"unknown sandbox {name!r}; choose one of {', '.join(SANDBOX_NAMES)}")
+    unknown = set(creds) - set(options)
+    if unknown:
+        raise ValueError(f"unknown {name} sandbox option(s): {sorted(unknown)}")
+    module = importlib.import_module(f"sandboxes.{name.replace('-', '_')}")
+    app: Flask = module.create_app(**{option: creds.get(option) for option in options})
+    return app
 
 
 def serve_forever(name: str, host: str = "127.0.0.1", port: int = 0, **creds: str | None) -> None:
