@@ -13,6 +13,9 @@ import redis
 
 from worker.config import Settings
 
+# Shared fixtures of the source sandboxes (an Ignico sandbox, its seeder).
+pytest_plugins = ["tests.source_seeds"]
+
 TEST_REDIS_HOST = os.environ.get("RR_TEST_REDIS_HOST", "127.0.0.1")
 TEST_REDIS_PORT = int(os.environ.get("RR_TEST_REDIS_PORT", "6379"))
 # Database numbers of the tests' own: 14 for store tests, 15 for worker/broker tests.

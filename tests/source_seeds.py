@@ -7,11 +7,45 @@ client bug cannot hide a sandbox bug.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
+
+from sandboxes import SandboxControl, serve_in_thread
+from sandboxes import ignico as ignico_sandbox_app
+from sandboxes.server import RunningServer
 
 JSONAPI = "application/vnd.api+json"
+# The credentials of the Ignico sandbox the fixtures below serve.
+IGNICO_CLIENT_ID = "test-ignico-client-5b1"
+IGNICO_CLIENT_SECRET = "test-ignico-secret-0c9d7e"
+
+
+# Fixtures (registered for every test by ``pytest_plugins`` in tests/conftest.py): an
+# Ignico sandbox per module, reset for each test, and a seeder signed in to it.
+@pytest.fixture(scope="module")
+def ignico_server() -> Iterator[RunningServer]:
+    app = ignico_sandbox_app.create_app(
+        client_id=IGNICO_CLIENT_ID, client_secret=IGNICO_CLIENT_SECRET
+    )
+    with serve_in_thread(app, log_requests=False) as server:
+        yield server
+
+
+@pytest.fixture
+def ignico_sandbox(ignico_server: RunningServer) -> Iterator[SandboxControl]:
+    with SandboxControl(ignico_server.url) as control:
+        control.reset()
+        yield control
+
+
+@pytest.fixture
+def seeder(ignico_sandbox: SandboxControl) -> Iterator[IgnicoSeeder]:
+    seeds = IgnicoSeeder(ignico_sandbox.url, IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET)
+    yield seeds
+    seeds.close()
 
 
 class IgnicoSeeder:

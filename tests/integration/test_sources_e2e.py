@@ -15,7 +15,6 @@ import pytest
 
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes import coniq as coniq_sandbox_app
-from sandboxes import ignico as ignico_sandbox_app
 from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
 from tasks.fulfillers import provider_key
@@ -26,44 +25,30 @@ from tasks.sources.coniq_outbound import reference_for
 from tasks.sources.ignico import event_id_for
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.integration.conftest import Stack, coniq_reward
-from tests.source_seeds import IgnicoSeeder, connect_with_code, order_row, seed_orders
+from tests.source_seeds import (
+    IGNICO_CLIENT_ID,
+    IGNICO_CLIENT_SECRET,
+    IgnicoSeeder,
+    connect_with_code,
+    order_row,
+    seed_orders,
+)
 
 pytestmark = pytest.mark.integration
 
-IGNICO_ID, IGNICO_SECRET = "it-ignico-client", "it-ignico-secret-value-0001"
+IGNICO_ID, IGNICO_SECRET = IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET
 ORDERS_ID, ORDERS_SECRET = "it-orders-client", "it-orders-secret-value-0001"
 ORDERS_REDIRECT = "http://127.0.0.1:9/callback"
 CONIQ_KEY = "it-coniq-api-key-0001"
 REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
 
 
-@pytest.fixture(scope="module")
-def ignico_server() -> Iterator[RunningServer]:
-    app = ignico_sandbox_app.create_app(client_id=IGNICO_ID, client_secret=IGNICO_SECRET)
-    with serve_in_thread(app, log_requests=False) as server:
-        yield server
-
-
 @pytest.fixture
-def ignico(ignico_server: RunningServer) -> Iterator[SandboxControl]:
-    with SandboxControl(ignico_server.url) as control:
-        control.reset()
-        yield control
-
-
-@pytest.fixture
-def seeder(ignico: SandboxControl) -> Iterator[IgnicoSeeder]:
-    seeds = IgnicoSeeder(ignico.url, IGNICO_ID, IGNICO_SECRET)
-    yield seeds
-    seeds.close()
-
-
-@pytest.fixture
-def source_stack(make_stack: Callable[..., Stack], ignico: SandboxControl) -> Stack:
+def source_stack(make_stack: Callable[..., Stack], ignico_sandbox: SandboxControl) -> Stack:
     """Edge and relay in this process; worker and beat (polling every 0.5 s) as processes."""
     stack = make_stack(
         {
-            "IGNICO_BASE_URL": f"{ignico.url}/api/v1",
+            "IGNICO_BASE_URL": f"{ignico_sandbox.url}/api/v1",
             "IGNICO_CLIENT_ID": IGNICO_ID,
             "IGNICO_CLIENT_SECRET": IGNICO_SECRET,
             "SOURCE_POLL_SECONDS": "0.5",
@@ -94,7 +79,10 @@ def settled_view(stack: Stack, event_id: str) -> dict[str, Any]:
 
 
 def test_pending_payouts_are_fulfilled_once_and_realized(
-    source_stack: Stack, seeder: IgnicoSeeder, ignico: SandboxControl, ifeelgoods: SandboxControl
+    source_stack: Stack,
+    seeder: IgnicoSeeder,
+    ignico_sandbox: SandboxControl,
+    ifeelgoods: SandboxControl,
 ) -> None:
     # given five pending payouts (three pages of two) while beat polls
     ids = seeder.payouts(5)
@@ -109,14 +97,17 @@ def test_pending_payouts_are_fulfilled_once_and_realized(
         [unit] = view["units"]
         assert unit["state"] == "fulfilled"
         assert ifeelgoods.issued(provider_key(unit["id"])) == 1
-        assert ignico.issued(f"realized:{tx}") == 1
-        assert ignico.issued(f"cancelled:{tx}") == 0
+        assert ignico_sandbox.issued(f"realized:{tx}") == 1
+        assert ignico_sandbox.issued(f"cancelled:{tx}") == 0
     # and the Ifeelgoods sandbox issued nothing else: one order per payout in all
     assert sum(ifeelgoods.counters()["issued"].values()) == len(ids)
 
 
 def test_discarded_dead_letter_cancels_the_payout_with_the_reason(
-    source_stack: Stack, seeder: IgnicoSeeder, ignico: SandboxControl, ifeelgoods: SandboxControl
+    source_stack: Stack,
+    seeder: IgnicoSeeder,
+    ignico_sandbox: SandboxControl,
+    ifeelgoods: SandboxControl,
 ) -> None:
     # given Ifeelgoods refuses every order for good
     ifeelgoods.set_faults(
@@ -146,7 +137,10 @@ def test_discarded_dead_letter_cancels_the_payout_with_the_reason(
     # then the payout is cancelled at Ignico once, with that reason; no order was issued
     wait_for(lambda: seeder.get(tx)["cancelled"], source_stack)
     assert seeder.get(tx)["cancellationReason"] == "member left the programme"
-    assert ignico.issued(f"cancelled:{tx}") == 1 and ignico.issued(f"realized:{tx}") == 0
+    assert (
+        ignico_sandbox.issued(f"cancelled:{tx}") == 1
+        and ignico_sandbox.issued(f"realized:{tx}") == 0
+    )
     assert ifeelgoods.issued(provider_key(unit["id"])) == 0
 
 

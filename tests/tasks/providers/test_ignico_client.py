@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandboxes import SandboxControl, serve_in_thread
-from sandboxes import ignico as ignico_sandbox_app
+from sandboxes import SandboxControl
 from sandboxes.server import RunningServer
 from tasks.providers.errors import (
     ConflictError,
@@ -16,32 +15,10 @@ from tasks.providers.errors import (
     TransientProviderError,
 )
 from tasks.providers.ignico import IgnicoClient
-from tests.source_seeds import IgnicoSeeder
+from tests.source_seeds import IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET, IgnicoSeeder
 
-CLIENT_ID = "test-ignico-client-5b1"
-CLIENT_SECRET = "test-ignico-secret-0c9d7e"
+CLIENT_ID, CLIENT_SECRET = IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET
 TRANSACTIONS = "/api/v1/users/wallets/transactions"
-
-
-@pytest.fixture(scope="module")
-def ignico_server() -> Iterator[RunningServer]:
-    app = ignico_sandbox_app.create_app(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
-    with serve_in_thread(app, log_requests=False) as server:
-        yield server
-
-
-@pytest.fixture
-def ignico_sandbox(ignico_server: RunningServer) -> Iterator[SandboxControl]:
-    with SandboxControl(ignico_server.url) as control:
-        control.reset()
-        yield control
-
-
-@pytest.fixture
-def seeder(ignico_sandbox: SandboxControl) -> Iterator[IgnicoSeeder]:
-    seeds = IgnicoSeeder(ignico_sandbox.url, CLIENT_ID, CLIENT_SECRET)
-    yield seeds
-    seeds.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from sandboxes import SandboxControl, serve_in_thread
-from sandboxes import ignico as ignico_sandbox_app
 from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
 from tasks.providers.ignico import IgnicoClient
@@ -25,36 +24,14 @@ from tasks.sources.emit import HttpEmitter
 from tasks.sources.orders_platform import SOURCE as ORDERS_SOURCE
 from tasks.sources.orders_platform import token_store
 from tests.conftest import TEST_EVENT_SECRET
-from tests.source_seeds import IgnicoSeeder, connect_with_code
+from tests.source_seeds import IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET, connect_with_code
 from webhooks import create_app
 from worker.config import Settings
 
-IGNICO_ID = "test-src-ignico-71c"
-IGNICO_SECRET = "test-src-ignico-secret-e2a"
+IGNICO_ID, IGNICO_SECRET = IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET
 ORDERS_ID = "test-src-orders-3aa"
 ORDERS_SECRET = "test-src-orders-secret-c41"
 ORDERS_REDIRECT = "http://127.0.0.1:9/callback"
-
-
-@pytest.fixture(scope="module")
-def ignico_server() -> Iterator[RunningServer]:
-    app = ignico_sandbox_app.create_app(client_id=IGNICO_ID, client_secret=IGNICO_SECRET)
-    with serve_in_thread(app, log_requests=False) as server:
-        yield server
-
-
-@pytest.fixture
-def ignico_sandbox(ignico_server: RunningServer) -> Iterator[SandboxControl]:
-    with SandboxControl(ignico_server.url) as control:
-        control.reset()
-        yield control
-
-
-@pytest.fixture
-def seeder(ignico_sandbox: SandboxControl) -> Iterator[IgnicoSeeder]:
-    seeds = IgnicoSeeder(ignico_sandbox.url, IGNICO_ID, IGNICO_SECRET)
-    yield seeds
-    seeds.close()
 
 
 @pytest.fixture(scope="module")
