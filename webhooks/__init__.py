@@ -18,7 +18,7 @@ from webhooks.errors import register_error_handlers
 from webhooks.signatures import decode_secret
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
-from worker.observability import configure_logging, init_sentry
+from worker.observability import configure_logging, init_sentry, skip_unused_record_fields
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     if from_env:
         configure_logging(settings)
+        skip_unused_record_fields()
         init_sentry(settings, component="web")
     keys = Keys(settings.key_prefix)
     context = EdgeContext(

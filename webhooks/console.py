@@ -37,6 +37,7 @@ import redis
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     flash,
     redirect,
@@ -45,7 +46,7 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
 from webhooks.admin import event_state, unit_view
@@ -66,10 +67,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+CONSOLE_PREFIX = "/admin"
 bp = Blueprint(
     "console",
     __name__,
-    url_prefix="/admin",
+    url_prefix=CONSOLE_PREFIX,
     template_folder="templates",
     static_folder="static",
     static_url_path="/static",
@@ -117,6 +119,16 @@ class _ConsoleSessionInterface(SecureCookieSessionInterface):
     # Its own salt: a cookie signed for another purpose with the same key is not a session.
     salt = "rewardrelay-console"
 
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Only console pages have a session (the cookie's path is /admin, too).
+
+        Everything else gets Flask's null session: building the cookie signer on every
+        webhook would be wasted work on the hottest path.
+        """
+        if not request.path.startswith(CONSOLE_PREFIX):
+            return None
+        return super().open_session(app, request)
+
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the console and configure the signed-cookie session it relies on."""
@@ -124,7 +136,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.session_interface = _ConsoleSessionInterface()
     app.config.update(
         SESSION_COOKIE_NAME=SESSION_COOKIE_NAME,
-        SESSION_COOKIE_PATH="/admin",
+        SESSION_COOKIE_PATH=CONSOLE_PREFIX,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SECURE=True,
         SESSION_COOKIE_SAMESITE="Strict",

@@ -26,7 +26,7 @@ import redis
 from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import ValidationError
 
-from webhooks.context import edge_context
+from webhooks.context import EdgeContext, edge_context
 from webhooks.errors import ProblemError
 from webhooks.schemas import Event, load_event
 from webhooks.signatures import SignatureError, verify
@@ -53,17 +53,18 @@ _PRINTABLE_ID = re.compile(r"[\x21-\x7e]{1,200}")
 @bp.post("/webhooks/coniq")
 def receive_coniq() -> tuple[Response, int]:
     """Coniq loyalty webhooks, signed with a ``CONIQ_WEBHOOK_SECRETS`` secret."""
-    return _ingest("coniq", edge_context().settings.coniq_webhook_secrets)
+    ctx = edge_context()
+    return _ingest(ctx, "coniq", ctx.settings.coniq_webhook_secrets)
 
 
 @bp.post("/events")
 def receive_event() -> tuple[Response, int]:
     """Internal reward events, signed with an ``EVENT_SECRETS`` secret."""
-    return _ingest("internal", edge_context().settings.event_secrets)
-
-
-def _ingest(source: str, secrets: Sequence[str]) -> tuple[Response, int]:
     ctx = edge_context()
+    return _ingest(ctx, "internal", ctx.settings.event_secrets)
+
+
+def _ingest(ctx: EdgeContext, source: str, secrets: Sequence[str]) -> tuple[Response, int]:
     settings = ctx.settings
     raw = _read_body(settings.max_body_bytes)
     try:
@@ -85,12 +86,11 @@ def _ingest(source: str, secrets: Sequence[str]) -> tuple[Response, int]:
     if event.id != meta.id:
         raise ProblemError(422, "id-mismatch", "webhook-id must equal the event's id.")
     with observability.event_context(event.id, source):
-        return _store(source, event, document)
+        return _store(ctx, source, event, document)
 
 
-def _store(source: str, event: Event, document: Any) -> tuple[Response, int]:
+def _store(ctx: EdgeContext, source: str, event: Event, document: Any) -> tuple[Response, int]:
     """Steps 4-6 for a verified, valid event (inside its log and Sentry context)."""
-    ctx = edge_context()
     settings = ctx.settings
     units = units_for(source, event, ctx.rules)
     body = canonical_json(document)
@@ -220,7 +220,10 @@ def _parse_json(raw: bytes) -> Any:
         raise ProblemError(
             400, "malformed-json", f"The body is not valid JSON: {reason}."
         ) from None
-    if _depth(document) > MAX_JSON_DEPTH:
+    # Nesting needs an opening bracket per level: a body with few brackets (any reward
+    # event) cannot be too deep, and counting bytes is far cheaper than walking the tree.
+    brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets > MAX_JSON_DEPTH and _depth(document) > MAX_JSON_DEPTH:
         raise ProblemError(
             400, "malformed-json", f"The body nests deeper than {MAX_JSON_DEPTH} levels."
         )

@@ -33,6 +33,7 @@ __all__ = [
     "unit_event",
     "report_dead_letter",
     "scrub",
+    "skip_unused_record_fields",
 ]
 
 log = logging.getLogger("rewardrelay")
@@ -106,12 +107,32 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
+def skip_unused_record_fields() -> None:
+    """Stop the logging module from collecting what our formatters never print.
+
+    The Logging HOWTO's "Optimization" section: without these, every record walks the
+    stack for its caller (``_srcfile``) and looks up thread and process names. Our text
+    and JSON formats use none of them; at the edge, where every accepted event logs a
+    line, that lookup was a third of the cost of logging it. Call it only in a process
+    whose handlers all use our formatters (the web process: Celery's own formats print
+    the process name).
+    """
+    logging._srcfile = None  # the documented switch (Logging HOWTO, Optimization)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 @contextlib.contextmanager
 def _context(values: dict[str, str]) -> Iterator[None]:
     """Log context (every line in the block) and Sentry tags (events and breadcrumbs)."""
     present = {k: v for k, v in values.items() if v}
     token = _CONTEXT.set({**_CONTEXT.get({}), **present})
     try:
+        if not sentry_sdk.get_client().is_active():
+            # No Sentry: a scope would cost a copy per event at the edge and tag nothing.
+            yield
+            return
         with sentry_sdk.new_scope() as scope:
             for name, value in present.items():
                 scope.set_tag(name, value)

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.common import tree_cpu_seconds
 from bench.ingest.load import LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,10 @@ def start_gunicorn(target: Target, args: argparse.Namespace) -> tuple[subprocess
         "-b", f"127.0.0.1:{port}", "--log-level", "warning", target.app,
     ]  # fmt: skip
     env = {**os.environ, **target.env}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    # The app's log lines go to a file, as a deployment's go to its log collector.
+    RESULTS.mkdir(exist_ok=True)
+    log = (RESULTS / f"ingest-{target.name}.log").open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -93,8 +97,15 @@ def cleanup(host: str, port: int, prefix: str, queue: str) -> int:
     return deleted
 
 
-def row(name: str, mode: str, result: LoadResult) -> dict[str, object]:
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def row(name: str, mode: str, result: LoadResult, cpu: tuple[float, float]) -> dict[str, object]:
+    """One run's figures; ``cpu`` is (gunicorn, Redis) CPU seconds spent during it."""
     sent = result.accepted + sum(result.other.values()) + result.errors
+    answered = max(1, sent - result.errors)
     return {
         "target": name,
         "mode": mode,
@@ -104,6 +115,8 @@ def row(name: str, mode: str, result: LoadResult) -> dict[str, object]:
         "p99_ms": round(result.percentile(0.99), 2),
         "non_202": dict(result.other),
         "errors": result.errors,
+        "web_cpu_ms": round(cpu[0] / answered * 1000, 3),
+        "redis_cpu_ms": round(cpu[1] / answered * 1000, 3),
     }
 
 
@@ -113,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300.0, help="fixed-rate events/s")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
-    parser.add_argument("--load-processes", type=int, default=2)
-    parser.add_argument("--load-threads", type=int, default=16, help="per load process")
+    parser.add_argument("--load-processes", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=32, help="per load process")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
     parser.add_argument("--redis-host", default="127.0.0.1")
     parser.add_argument("--redis-port", type=int, default=6379)
@@ -147,30 +160,38 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, object]] = []
     print(
         f"gunicorn -w {args.workers} -k gthread --threads {args.threads}; load "
-        f"{args.load_processes}x{args.load_threads} httpx threads; {args.duration:g} s per run; "
+        f"{args.load_processes}x{args.connections} keep-alive connections; "
+        f"{args.duration:g} s per run; "
         f"{args.rounds} rounds, targets alternating; {os.cpu_count()} CPUs"
     )
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    monitor = redis.Redis(host=args.redis_host, port=args.redis_port)
     try:
         for target in targets:
             servers[target.name] = start_gunicorn(target, args)
             url = servers[target.name][1] + "/events"
-            run_load(url, SECRET, duration=1.0, processes=1, threads=4)  # warm-up
+            run_load(url, SECRET, duration=1.0, connections=4)  # warm-up
         # Rounds alternate the order of the targets, so a burst of load from something
         # else on the machine lands on both sides rather than on one.
         for round_no in range(1, args.rounds + 1):
             order = targets if round_no % 2 else targets[::-1]
             for mode, rate in (("max", 0.0), (f"{args.rate:g}/s", args.rate)):
                 for target in order:
+                    process, _ = servers[target.name]
+                    web0, redis0 = tree_cpu_seconds(process.pid), redis_cpu_seconds(monitor)
                     result = run_load(
                         servers[target.name][1] + "/events",
                         SECRET,
                         duration=args.duration,
+                        connections=args.connections,
                         processes=args.load_processes,
-                        threads=args.load_threads,
                         rate=rate,
                     )
-                    rows.append({**row(target.name, mode, result), "round": round_no})
+                    cpu = (
+                        tree_cpu_seconds(process.pid) - web0,
+                        redis_cpu_seconds(monitor) - redis0,
+                    )
+                    rows.append({**row(target.name, mode, result, cpu), "round": round_no})
                     print(f"  round {round_no} {target.name:5} {mode:>6}: {rows[-1]}")
     finally:
         for process, _ in servers.values():
@@ -179,13 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{'round':>5} {'target':6} {'mode':>7} {'sent':>7} {'accepted/s':>11} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'non-202':>8} {'errors':>6}"
+        f"{'p99 ms':>8} {'non-202':>8} {'errors':>6} {'web cpu ms':>10} {'redis cpu ms':>12}"
     )
     for r in rows:
         print(
             f"{r['round']!s:>5} {r['target']!s:6} {r['mode']!s:>7} {r['sent']!s:>7} "
             f"{r['accepted_per_s']!s:>11} {r['p50_ms']!s:>8} {r['p99_ms']!s:>8} "
-            f"{sum(r['non_202'].values())!s:>8} {r['errors']!s:>6}"  # type: ignore[attr-defined]
+            f"{sum(r['non_202'].values())!s:>8} {r['errors']!s:>6} "  # type: ignore[attr-defined]
+            f"{r['web_cpu_ms']!s:>10} {r['redis_cpu_ms']!s:>12}"
         )
     ratios = []
     for round_no in range(1, args.rounds + 1):
@@ -208,15 +230,41 @@ def main(argv: list[str] | None = None) -> int:
         f"\nthroughput ratio ours/naive per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
         f"median {ratio:.2f}"
     )
+    # CPU per answered request in the closed-loop runs: what each edge costs the machine,
+    # less sensitive to the neighbours' load than a rate.
+    cpu_per_request = {
+        name: {
+            part: statistics.median(
+                float(r[f"{part}_cpu_ms"])  # type: ignore[arg-type]
+                for r in rows
+                if r["target"] == name and r["mode"] == "max"
+            )
+            for part in ("web", "redis")
+        }
+        for name in ("ours", "naive")
+    }
     print(
         f"median p99 at {rate_mode}: ours {p99['ours']:.1f} ms, naive {p99['naive']:.1f} ms"
         f"   (cleaned up {deleted} Redis keys)"
+    )
+    print(
+        "median CPU per request (web + Redis): "
+        + ", ".join(
+            f"{name} {c['web']:.3f} + {c['redis']:.3f} ms" for name, c in cpu_per_request.items()
+        )
     )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(
         json.dumps(
-            {"args": vars(args), "rows": rows, "ratios": ratios, "ratio": ratio, "p99": p99},
+            {
+                "args": vars(args),
+                "rows": rows,
+                "ratios": ratios,
+                "ratio": ratio,
+                "p99": p99,
+                "cpu_per_request_ms": cpu_per_request,
+            },
             indent=2,
         )
     )

@@ -283,3 +283,30 @@ def test_store_down_is_a_503_page_not_a_500(settings):
     # then
     assert page.status_code == 503
     assert "Store unavailable" in page.text
+
+
+def test_only_console_paths_open_a_session(app, signed_in, signed_post, monkeypatch):
+    # given a signed-in browser, whose cookie a webhook request could also carry
+    opened: list[str] = []
+    interface = app.session_interface
+    original = type(interface).open_session
+
+    def spy(self, flask_app, request):
+        session = original(self, flask_app, request)
+        if session is not None:
+            opened.append(request.path)
+        return session
+
+    monkeypatch.setattr(type(interface), "open_session", spy)
+
+    # when
+    page = signed_in.get("/admin/dead-letters")
+    healthz = signed_in.get("/healthz")
+    event = {"id": "evt_no_session", "type": "ticket.created", "created_at": "2026-11-23T10:00:00Z"}
+    ingest = signed_post(signed_in, "/events", {**event, "account_id": "acct", "data": {}})
+
+    # then the console page read its session; the others never built one
+    assert page.status_code == 200
+    assert healthz.status_code == 200 and ingest.status_code == 202
+    assert opened == ["/admin/dead-letters"]
+    assert "Set-Cookie" not in ingest.headers and "Set-Cookie" not in healthz.headers
