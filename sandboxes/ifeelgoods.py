@@ -363,7 +363,13 @@ def create_app(
         f"{API_PREFIX}/promotions/<int:promotion_id>/rewards/<sku>/redemptions/actions/redeem"
     )
     def _create_and_redeem(promotion_id: int, sku: str) -> tuple[Response, int] | Response:
-        """providers.md 1.9 [PUB S3]: 201 first, 200 on replay with same order_id and user."""
+        """providers.md 1.9 [PUB S3]: 201 first, 200 on replay with same order_id and user.
+
+        An ``order_id`` whose redemption exists but is not redeemed (created with the
+        two-call flow, or booked) is handed back as it is, 200: "the same redemption, no
+        new charge" (1.9). Whether the vendor would redeem it instead is not documented
+        [DESIGN]; a client must then redeem it itself, with If-Match.
+        """
         promo = st.promotions.get(promotion_id)
         if promo is None or sku not in promo.rewards:
             return _error(404)
@@ -382,10 +388,7 @@ def create_app(
                     return _error(409, "user_mismatch")
                 if record.reward_sku is not None and record.reward_sku != sku:
                     return _error(409, "conflict_uniqueness")
-                if record.state == "pending":
-                    record.user = record.user or dict(user)
-                    redeem_record(record, sku)
-                elif record.state != "redeemed":
+                if record.state not in ("redeemed", "pending", "booked"):
                     return _error(422, "operation_refused")
                 return single(record, 200)
             now = _now()

@@ -68,7 +68,16 @@ class Fulfiller(Protocol):
 
 
 class IfeelgoodsFulfiller:
-    """Create-or-find the redemption by ``order_id``, then redeem it with If-Match."""
+    """Create-and-redeem under ``order_id`` in one call; If-Match for anything half done.
+
+    A first submission is one create-and-redeem call: idempotent on ``order_id`` (201
+    first, 200 with the same codes on a replay; providers.md 1.9), and the vendor's one-call
+    path, so each reward costs one request against a rate-limited API. After an unknown
+    outcome the key is looked up first. A redemption that exists but is not redeemed (an
+    order a previous release created and never redeemed, or one the provider hands back
+    pending) is redeemed with ``If-Match`` on its version: a 412 re-reads, re-decides
+    (already redeemed counts) and retries, bounded (providers.md 1.8).
+    """
 
     name = "ifeelgoods"
 
@@ -88,10 +97,11 @@ class IfeelgoodsFulfiller:
         if decision is not BeginDecision.SUBMIT:
             redemption = self._client.find_by_order_id(route.promotion_id, key)
         if redemption is None:
-            redemption = self._client.create_redemption(route.promotion_id, key, user, route.sku)
+            redemption = self._client.create_and_redeem(route.promotion_id, route.sku, key, user)
         if not redemption.is_redeemed:
-            # 412 → re-read, re-decide (already redeemed counts), retry; bounded.
-            redemption = self._client.ensure_redeemed(redemption.id, user, current=redemption)
+            redemption = self._client.ensure_redeemed(
+                redemption.id, user, current=redemption, reward_sku=route.sku
+            )
         return ProviderResult(
             ResultKind.DELIVERED,
             reference=redemption.id,

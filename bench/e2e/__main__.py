@@ -10,7 +10,7 @@ with the same command line; each web app runs under ``gunicorn -w 2 -k gthread
 
 * ours: the edge (``webhooks:create_app()``: verify, validate, inbox + outbox in one Lua
   script), the relay (``rewardrelay relay``) and ``celery -A worker.app worker``
-  (ledger begin/finish, routing, create-or-find + redeem with If-Match). Completion =
+  (ledger begin/finish, routing, one create-and-redeem call per unit). Completion =
   the unit's ledger ``fulfilled_at``. The product's own Celery settings apply (late
   ack, prefetch 1, task events on).
 * naive (``bench/e2e/naive.py``): a Flask view calling ``fulfil.delay(body)``, and a

@@ -122,13 +122,13 @@ def row(name: str, mode: str, result: LoadResult, cpu: tuple[float, float]) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per run")
     parser.add_argument("--rate", type=float, default=300.0, help="fixed-rate events/s")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
     parser.add_argument("--load-processes", type=int, default=1)
     parser.add_argument("--connections", type=int, default=32, help="per load process")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per target")
     parser.add_argument("--redis-host", default="127.0.0.1")
     parser.add_argument("--redis-port", type=int, default=6379)
     args = parser.parse_args(argv)

@@ -9,7 +9,8 @@ delivered more than once, some of them concurrently. Meanwhile:
 
 * both sandboxes inject faults at random (seeded): 5xx, 429 with Retry-After,
   commit-then-timeout (the order exists, the answer never comes) and 412 If-Match races
-  (Ifeelgoods);
+  (Ifeelgoods: on the redeem of orders left half done by "an earlier release", pending
+  redemptions created under the keys of some events before they are sent);
 * every RewardOps bearer token is expired every few seconds (the client refreshes once
   on 401; a rate-based 401 fault would also hit the fresh token, which real expiry never
   does, and a second 401 is a credential failure by contract);
@@ -54,6 +55,7 @@ import redis
 from rewardrelay.embedded import EmbeddedRedis, die_with_parent, free_port, port_open
 from sandboxes import SandboxControl
 from tasks.fulfillers import provider_key
+from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
 from tests.integration.conftest import (
     AMQP_URL,
@@ -97,6 +99,12 @@ SETTLE_SECONDS = 60 + EVENTS * 0.1
 # pytest-timeout for the whole test: sending, settling, start-up and shutdown.
 TIMEOUT_SECONDS = int(60 + EVENTS * 1.3 / SEND_RATE_PER_SECOND + SETTLE_SECONDS + 60)
 
+# Share of Ifeelgoods gift events whose order ids already hold a pending redemption when
+# they arrive (an earlier release created orders, then redeemed them in a second call, and
+# stopped in between): fulfilling them redeems with If-Match, where the 412 races land.
+HALF_DONE_SHARE = 0.15
+GIFT_PROMOTION_ID = 1  # offer 1001 and GIFT10 in worker/rules.example.toml
+
 PREFIX = "rrchaos"
 # What a delivery plan holds: (weight, source, kind) of the events sent.
 MIX: list[tuple[int, str, str]] = [
@@ -129,18 +137,18 @@ program_id = 12
 item_order_token = "tok-reject"
 """
 IFEELGOODS_FAULTS: list[dict[str, Any]] = [
-    {
+    {  # create-and-redeem, every first submission
         "method": "POST",
-        "path": "/fulfillment/v2/promotions/*/redemptions",
+        "path": "/fulfillment/v2/promotions/*/redemptions/actions/redeem",
         "kind": "commit_then_timeout",
         "seconds": 1.5,
         "rate": 0.04,
     },
-    {
+    {  # the If-Match redeem of a half-done order (HALF_DONE_SHARE)
         "method": "POST",
         "path": "/fulfillment/v2/redemptions/*/actions/redeem",
         "kind": "precondition_race",
-        "rate": 0.08,
+        "rate": 0.5,
     },
     {"path": "/fulfillment/v2/*", "kind": "status", "status": 503, "rate": 0.05},
     {"path": "/fulfillment/v2/*", "kind": "rate_limit", "retry_after": 1, "rate": 0.04},
@@ -502,6 +510,9 @@ def test_chaos_every_accepted_event_is_fulfilled_or_dead_lettered_and_issued_at_
     # given the whole stack as processes, and sandboxes that fail at random (seeded)
     stack = chaos_stack
     ifeelgoods, rewardops = stack.start_sandboxes()
+    rng = random.Random(SEED)
+    planned = plan(rng)
+    half_done = _leave_half_done_orders(stack, planned, rng)
     rewardops.configure(delivery_delay=0.3)
     ifeelgoods.set_faults(*IFEELGOODS_FAULTS, seed=SEED)
     rewardops.set_faults(*REWARDOPS_FAULTS, seed=SEED + 1)
@@ -510,8 +521,6 @@ def test_chaos_every_accepted_event_is_fulfilled_or_dead_lettered_and_issued_at_
     stack.start_beat()
     stack.start_worker()
     stack.start_worker()
-    rng = random.Random(SEED)
-    planned = plan(rng)
     deliveries = [item for item in planned for _ in range(item.deliveries)]
     rng.shuffle(deliveries)
     sender = Sender(stack.url)
@@ -587,6 +596,7 @@ def test_chaos_every_accepted_event_is_fulfilled_or_dead_lettered_and_issued_at_
         "units_with_an_attempt_cut_by_a_kill": sum(
             1 for unit_id in units if _has_cut_attempt(ledger.attempts(unit_id))
         ),
+        "half_done_orders_before_sending": half_done,
         "web_restarts": 1,
         "redis_restarts": 1,
         "rewardops_token_expiries": token_expiries,
@@ -649,6 +659,26 @@ def test_chaos_every_accepted_event_is_fulfilled_or_dead_lettered_and_issued_at_
 
 
 TERMINAL_SHOWN = {"fulfilled", "dead_lettered", "unroutable"}
+
+
+def _leave_half_done_orders(stack: ChaosStack, planned: list[Planned], rng: random.Random) -> int:
+    """Create pending redemptions under the keys of a share of the gift events' units."""
+    client = IfeelgoodsClient(
+        f"http://127.0.0.1:{stack.ifg_port}/fulfillment/v2", IFG_KEY, IFG_SECRET
+    )
+    gifts = [item for item in planned if item.kind == "gift"]
+    created = 0
+    with client:
+        for item in rng.sample(gifts, round(len(gifts) * HALF_DONE_SHARE)):
+            if item.source == "coniq":
+                quantity = 1
+            else:
+                quantity = int(item.event["data"]["rewards"][0]["quantity"])
+            for index in range(quantity):
+                key = provider_key(f"{item.id}:0:{index}")
+                client.create_redemption(GIFT_PROMOTION_ID, key)
+                created += 1
+    return created
 
 
 def _unit_ids(stack: ChaosStack, planned: list[Planned]) -> dict[str, list[str]]:

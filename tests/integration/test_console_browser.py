@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = Path(os.environ.get("RR_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("RR_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
-REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
+REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions/actions/redeem"  # create-and-redeem
 WAIT_SECONDS = 20.0
 INSTALL = "apt-get install -y chromium chromium-driver"
 

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from tasks.fulfillers import provider_key
-from tests.integration.conftest import Stack, coniq_reward, internal_grant
+from tasks.providers.ifeelgoods import IfeelgoodsClient
+from tests.integration.conftest import IFG_KEY, IFG_SECRET, Stack, coniq_reward, internal_grant
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ def test_commit_then_timeout_is_looked_up_not_reissued(stack: Stack, ifeelgoods)
     ifeelgoods.set_faults(
         {
             "method": "POST",
-            "path": "/fulfillment/v2/promotions/*/redemptions",
+            "path": "/fulfillment/v2/promotions/*/redemptions/actions/redeem",
             "kind": "commit_then_timeout",
             "seconds": 1.6,
             "times": 2,
@@ -98,8 +99,15 @@ def test_commit_then_timeout_is_looked_up_not_reissued(stack: Stack, ifeelgoods)
     assert ifeelgoods.issued(provider_key(unit["id"])) == 1
 
 
-def test_if_match_races_are_re_read_and_retried(stack: Stack, ifeelgoods) -> None:
-    # given every redeem of a redemption loses two If-Match races
+def test_if_match_races_are_re_read_and_retried(
+    stack: Stack, ifeelgoods, sandboxes_running
+) -> None:
+    # given the unit's order id already has a pending redemption (left by an earlier
+    # release's create-then-redeem flow), and every redeem of it loses two If-Match races
+    event = coniq_reward()
+    key = provider_key(f"{event['id']}:0:0")
+    client = IfeelgoodsClient(f"{sandboxes_running[0].url}/fulfillment/v2", IFG_KEY, IFG_SECRET)
+    pending = client.create_redemption(1, key)
     ifeelgoods.set_faults(
         {
             "method": "POST",
@@ -108,18 +116,18 @@ def test_if_match_races_are_re_read_and_retried(stack: Stack, ifeelgoods) -> Non
             "times": 2,
         }
     )
-    event = coniq_reward()
 
     # when it is fulfilled
     stack.send(event)
     view = stack.wait_terminal(event["id"])
 
-    # then the 412s were absorbed by re-read + retry: fulfilled, one redemption
+    # then the 412s were absorbed by re-read + retry: that redemption, fulfilled, no other
     [unit] = view["units"]
     assert unit["state"] == "fulfilled"
     counters = ifeelgoods.counters()
     assert counters["faults_injected"].get("precondition_race") == 2
-    assert ifeelgoods.issued(provider_key(unit["id"])) == 1
+    assert ifeelgoods.issued(key) == 1
+    assert client.get_redemption(pending.id).is_redeemed
 
 
 def test_429_storm_is_ridden_out_with_backoff(stack: Stack, ifeelgoods) -> None:
@@ -149,7 +157,7 @@ def test_permanent_error_dead_letters_then_replay_fulfils_once(stack: Stack, ife
     ifeelgoods.set_faults(
         {
             "method": "POST",
-            "path": "/fulfillment/v2/promotions/*/redemptions",
+            "path": "/fulfillment/v2/promotions/*/redemptions/actions/redeem",
             "kind": "permanent",
             "status": 422,
             "error": "invalid_user",
@@ -238,7 +246,7 @@ def test_worker_killed_mid_task_issues_once(stack: Stack, ifeelgoods) -> None:
     ifeelgoods.set_faults(
         {
             "method": "POST",
-            "path": "/fulfillment/v2/redemptions/*/actions/redeem",
+            "path": "/fulfillment/v2/promotions/*/redemptions/actions/redeem",
             "kind": "latency",
             "ms": 1500,
             "times": 1,

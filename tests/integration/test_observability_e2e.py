@@ -82,7 +82,7 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     ifeelgoods.set_faults(
         {
             "method": "POST",
-            "path": "/fulfillment/v2/promotions/1/redemptions",
+            "path": "/fulfillment/v2/promotions/1/rewards/*/redemptions/actions/redeem",
             "kind": "status",
             "status": 503,
         }

@@ -22,7 +22,7 @@ from webhooks.signatures import signed_headers
 
 pytestmark = pytest.mark.integration
 
-REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
+REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions/actions/redeem"  # create-and-redeem
 
 
 def _samples(stack: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -40,7 +40,7 @@ IGNICO_ID, IGNICO_SECRET = IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET
 ORDERS_ID, ORDERS_SECRET = "it-orders-client", "it-orders-secret-value-0001"
 ORDERS_REDIRECT = "http://127.0.0.1:9/callback"
 CONIQ_KEY = "it-coniq-api-key-0001"
-REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions"
+REDEMPTIONS = "/fulfillment/v2/promotions/*/redemptions/actions/redeem"  # create-and-redeem
 
 
 @pytest.fixture

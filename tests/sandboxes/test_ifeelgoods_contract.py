@@ -39,6 +39,23 @@ def test_create_and_redeem_returns_201_then_200_with_same_codes_on_replay(
     assert ifg_control.counters()["issued"] == {"ord-replay": 1}
 
 
+def test_create_and_redeem_hands_back_a_pending_redemption_unchanged(
+    ifg: httpx.Client, ifg_control: SandboxControl
+) -> None:
+    """providers.md 1.9: "the same redemption, no new charge"; that it is not redeemed
+    in passing is our simulator's reading [DESIGN]: the client redeems it with If-Match."""
+    # given an order created (pending) with the two-call flow
+    pending = create_pending(ifg, "ord-half-done")
+    # when create-and-redeem is called for the same order_id
+    again = ifg.post(REDEEM_PATH, json={"data": {"order_id": "ord-half-done", "user": USER}})
+    # then the same redemption comes back, still pending, same version, nothing issued
+    assert again.status_code == 200
+    assert again.json()["data"]["id"] == pending["data"]["id"]
+    assert again.json()["data"]["state"] == "pending"
+    assert again.json()["version"] == pending["version"]
+    assert ifg_control.counters()["issued"] == {"ord-half-done": 1}
+
+
 def test_single_redemption_has_data_envelope_integer_version_and_id_format(
     ifg: httpx.Client,
 ) -> None:

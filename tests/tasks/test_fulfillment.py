@@ -19,6 +19,7 @@ from sandboxes.ifeelgoods import create_app as ifeelgoods_app
 from sandboxes.rewardops import create_app as rewardops_app
 from tasks.fulfillers import provider_key
 from tasks.fulfillment import fulfil_unit
+from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tasks.runtime import WorkerRuntime, build_runtime
 from tasks.sources.coniq_outbound import SOURCE as OUTBOUND
 from tasks.sources.coniq_outbound import OutboundKeys
@@ -226,7 +227,7 @@ def test_unknown_outcome_is_looked_up_before_resubmitting(rt: WorkerRuntime, con
     controls[0].set_faults(
         {
             "method": "POST",
-            "path": "*/redemptions",
+            "path": "*/redemptions/actions/redeem",
             "kind": "commit_then_timeout",
             "seconds": 1.0,
             "times": 1,
@@ -243,6 +244,54 @@ def test_unknown_outcome_is_looked_up_before_resubmitting(rt: WorkerRuntime, con
     modes = [a["mode"] for a in rt.ledger.attempts(unit_id)]
     assert modes[:2] == ["submit", "lookup"]
     assert controls[0].issued(provider_key(unit_id)) == 1
+
+
+def test_a_first_submission_is_one_create_and_redeem_request(
+    rt: WorkerRuntime, controls: Any
+) -> None:
+    # given a fresh unit routed to Ifeelgoods
+    unit_id = _accept(rt, {"offer_id": "1001"})
+    before = controls[0].counters()["requests"]
+
+    # when it is fulfilled
+    outcome = fulfil_unit(unit_id, rt)
+
+    # then one request did it all: created, redeemed, codes in hand
+    assert outcome.action == "fulfilled"
+    assert controls[0].counters()["requests"] - before == 1
+    assert controls[0].issued(provider_key(unit_id)) == 1
+    assert rt.ledger.codes(unit_id)
+
+
+def test_a_pending_redemption_under_the_key_is_redeemed_with_if_match_through_a_race(
+    rt: WorkerRuntime, controls: Any, sandbox_urls: tuple[str, str]
+) -> None:
+    # given the unit's order id already has a pending redemption (an earlier release
+    # created orders and redeemed them in a second call, and stopped in between), and
+    # the first redeem of it loses an If-Match race
+    unit_id = _accept(rt, {"offer_id": "1001"})
+    client = IfeelgoodsClient(f"{sandbox_urls[0]}/fulfillment/v2", "k", "s-secret")
+    pending = client.create_redemption(1, provider_key(unit_id))
+    assert not pending.is_redeemed
+    controls[0].set_faults(
+        {
+            "method": "POST",
+            "path": "/fulfillment/v2/redemptions/*/actions/redeem",
+            "kind": "precondition_race",
+            "times": 1,
+        }
+    )
+
+    # when the unit is fulfilled
+    outcome = fulfil_unit(unit_id, rt)
+
+    # then the 412 was re-read and retried: that redemption, redeemed, nothing new created
+    assert outcome.action == "fulfilled"
+    assert controls[0].counters()["faults_injected"] == {"precondition_race": 1}
+    assert controls[0].issued(provider_key(unit_id)) == 1
+    unit = rt.ledger.get(unit_id)
+    assert unit is not None and unit.provider_ref == pending.id
+    assert client.get_redemption(pending.id).is_redeemed
 
 
 class _WorkerDied(BaseException):
