@@ -52,8 +52,8 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
     begin = rt.ledger.begin(unit_id, now=started, lease_seconds=rt.settings.task_lease_seconds)
     if not begin.decision.proceeds:
         return Outcome(unit_id, f"skipped-{begin.decision.value}", begin.previous_state)
-    unit = rt.ledger.get(unit_id)
-    assert unit is not None  # begin() saw it
+    unit = begin.unit
+    assert unit is not None  # a proceeding begin() returns the unit
     if begin.attempt == 1:
         metrics.observe_pickup(started - unit.created_at)
     observability.unit_event(
@@ -66,7 +66,7 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
         return attempt.unroutable()
     if not isinstance(route, Route):  # an ignore rule: recorded, deliberately not fulfilled
         return attempt.ignored(route.name)
-    recipient = _recipient(rt, unit)
+    recipient = _recipient(begin.event_body)
     if recipient is None:
         return attempt.dead_letter("missing-recipient", route.provider, route.product, None)
     key = provider_key(unit_id)
@@ -125,11 +125,11 @@ def _call_outcome(error: ProviderError) -> str:
     return "transient"
 
 
-def _recipient(rt: WorkerRuntime, unit: Unit) -> Recipient | None:
-    event = rt.inbox.get(unit.event_id)
-    if event is None:
+def _recipient(event_body: str) -> Recipient | None:
+    """Who receives the reward, from the stored event (None: event gone or no email)."""
+    if not event_body:
         return None
-    data: dict[str, Any] = dict(event.body.get("data") or {})  # type: ignore[call-overload]
+    data: dict[str, Any] = dict(json.loads(event_body).get("data") or {})
     person = data.get("recipient") or data.get("customer") or {}
     email = person.get("email")
     if not email:

@@ -66,6 +66,30 @@ def move_to(ledger: Ledger, unit_id: str, state: UnitState, *, next_at: float = 
     return begun.attempt
 
 
+def test_begin_hands_back_the_unit_and_its_event_body_in_the_same_answer(
+    ledger, unit_id, redis_client, keys
+):
+    # given a pending unit of an event with a body
+    redis_client.hset(keys.event("evt_l"), "body", '{"data": {"customer": {"email": "a@b.c"}}}')
+    # when
+    begun = ledger.begin(unit_id, now=NOW, lease_seconds=LEASE)
+    # then the unit is as begin left it, and the body is the event's
+    assert begun.unit is not None
+    assert begun.unit.state is UnitState.SUBMITTING and begun.unit.attempts == 1
+    assert begun.unit.match == {"offer_id": "1001"} and begun.unit.event_id == "evt_l"
+    assert json.loads(begun.event_body)["data"]["customer"]["email"] == "a@b.c"
+
+
+def test_begin_without_the_event_gives_an_empty_body(ledger, unit_id, redis_client, keys):
+    # given the event hash is gone (deleted by hand), the unit still pending
+    redis_client.delete(keys.event("evt_l"))
+    # when
+    begun = ledger.begin(unit_id, now=NOW, lease_seconds=LEASE)
+    # then the attempt proceeds, with nothing to read a recipient from
+    assert begun.decision is BeginDecision.SUBMIT and begun.unit is not None
+    assert begun.event_body == ""
+
+
 def test_begin_on_pending_unit_submits_attempt_one(ledger, unit_id, redis_client, keys):
     # given a pending unit
     # when

@@ -13,7 +13,7 @@ import enum
 import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -50,7 +50,12 @@ if not h[4] or h[4] == '' or h[4] == '0' then
   redis.call('HSET', unit, 'first_attempt_at', now)
 end
 redis.call('ZADD', live, now + lease, uid)
-return {mode, tostring(attempt), state}
+-- What the attempt needs next, in the same round trip: the unit as it now stands and the
+-- body of its event (for the recipient).
+local event_id = redis.call('HGET', unit, 'event_id')
+local body = false
+if event_id then body = redis.call('HGET', KEYS[3] .. event_id, 'body') end
+return {mode, tostring(attempt), state, redis.call('HGETALL', unit), body or ''}
 """
 
 # Fenced: only the holder of the current attempt number may finish it.
@@ -104,9 +109,14 @@ class BeginDecision(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Begin:
+    """``begin``'s answer; when it proceeds, also the unit as it now stands and the JSON
+    body of its event ("" if the event is gone), read in the same round trip."""
+
     decision: BeginDecision
     attempt: int
     previous_state: str
+    unit: Unit | None = None
+    event_body: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,10 +148,17 @@ class Ledger:
 
     def begin(self, unit_id: str, *, now: float, lease_seconds: float) -> Begin:
         """Try to take the unit for one attempt (atomic; see module docstring)."""
-        mode, attempt, previous = self._begin(
-            keys=[self._keys.unit(unit_id), self._keys.live], args=[unit_id, now, lease_seconds]
+        reply = self._begin(
+            keys=[self._keys.unit(unit_id), self._keys.live, self._keys.event("")],
+            args=[unit_id, now, lease_seconds],
         )
-        return Begin(BeginDecision(text(mode)), int(text(attempt)), text(previous))
+        decision = BeginDecision(text(reply[0]))
+        begun = Begin(decision, int(text(reply[1])), text(reply[2]))
+        if not decision.proceeds:
+            return begun
+        flat = [text(item) for item in reply[3]]
+        unit = Unit.from_hash(unit_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        return replace(begun, unit=unit, event_body=text(reply[4]))
 
     def finish(
         self,
