@@ -5,8 +5,11 @@ loopback port, against the local Redis (127.0.0.1:6379): ours in db 12 under a u
 prefix, the naive one publishing to a unique queue in db 13. Both stay up while
 rounds alternate between them, each round a closed-loop throughput run and a fixed-rate
 run per target; the ratio printed is the median of the per-round ratios, so noise from
-other work on the machine falls on both sides. Keys are deleted afterwards. A JSON copy
-of the table goes to bench/results/ (git-ignored).
+other work on the machine falls on both sides. Each run also records the CPU the
+server's gunicorn tree and Redis spent per request (``/proc`` and ``INFO cpu``), which
+varies less than a rate. Load comes from ``bench.ingest.load`` (asyncio, kept-alive
+connections, requests signed before the clock starts). Keys are deleted afterwards; the
+apps' logs and a JSON copy of the table go to bench/results/ (git-ignored).
 """
 
 from __future__ import annotations
