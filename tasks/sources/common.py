@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +138,33 @@ class PollReport:
                 self.pages,
                 settled,
             )
+
+
+def run_locked(
+    client: redis.Redis,
+    keys: Keys,
+    source: str,
+    steps: Callable[[PollReport], object],
+    logger: logging.Logger,
+) -> PollReport:
+    """One beat run of a source: ``steps`` fill the report while the source lock is held.
+
+    Another run holding the lock makes this one a no-op (``busy``); Redis failing mid-run
+    stops it, and the next beat resumes from the stored watermark.
+    """
+    report = PollReport(source)
+    try:
+        with source_lock(client, SourceKeys(keys, source).lock) as acquired:
+            if not acquired:
+                report.busy = True
+                return report
+            steps(report)
+    except redis.RedisError as exc:
+        report.stopped = f"redis: {type(exc).__name__}"
+    if report.stopped:
+        logger.warning("%s poll stopped early: %s", source, report.stopped)
+    report.log(logger)
+    return report
 
 
 @dataclass(frozen=True)

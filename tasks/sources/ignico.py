@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 from celery import Task, shared_task
 
 from tasks.providers.errors import ConflictError, NotFoundError, ProviderError
@@ -35,8 +34,8 @@ from tasks.sources.common import (
     PollReport,
     SourceKeys,
     event_outcome,
+    run_locked,
     source_emitter,
-    source_lock,
 )
 from tasks.sources.emit import (
     SOURCE_TIME_FORMAT,
@@ -265,22 +264,14 @@ def ignico_client(settings: Settings) -> IgnicoClient:
 
 def run_ignico(rt: WorkerRuntime, client: IgnicoClient, emit: Emitter) -> PollReport:
     """One beat run under the source lock: poll, then settle."""
-    report = PollReport(SOURCE)
-    try:
-        with source_lock(rt.redis, SourceKeys(rt.keys, SOURCE).lock) as acquired:
-            if not acquired:
-                report.busy = True
-                return report
-            poll_payouts(rt, client, emit, report)
-            stopped = report.stopped
-            settle_payouts(rt, client, report)
-            report.stopped = stopped or report.stopped
-    except redis.RedisError as exc:
-        report.stopped = f"redis: {type(exc).__name__}"
-    if report.stopped:
-        log.warning("ignico poll stopped early: %s", report.stopped)
-    report.log(log)
-    return report
+
+    def poll_then_settle(report: PollReport) -> None:
+        poll_payouts(rt, client, emit, report)
+        stopped = report.stopped
+        settle_payouts(rt, client, report)
+        report.stopped = stopped or report.stopped
+
+    return run_locked(rt.redis, rt.keys, SOURCE, poll_then_settle, log)
 
 
 @shared_task(  # type: ignore[untyped-decorator]

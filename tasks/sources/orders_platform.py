@@ -26,7 +26,7 @@ from celery import Task, shared_task
 from tasks.providers.errors import ProviderError
 from tasks.providers.orders_platform import OrdersPlatformClient, PlatformOrder
 from tasks.runtime import WorkerRuntime
-from tasks.sources.common import PollReport, SourceKeys, source_emitter, source_lock
+from tasks.sources.common import PollReport, SourceKeys, run_locked, source_emitter
 from tasks.sources.emit import (
     SOURCE_TIME_FORMAT,
     EmitError,
@@ -208,19 +208,9 @@ def orders_client(rt: WorkerRuntime) -> OrdersPlatformClient:
 
 def run_orders(rt: WorkerRuntime, client: OrdersPlatformClient, emit: Emitter) -> PollReport:
     """One beat run under the source lock."""
-    report = PollReport(SOURCE)
-    try:
-        with source_lock(rt.redis, SourceKeys(rt.keys, SOURCE).lock) as acquired:
-            if not acquired:
-                report.busy = True
-                return report
-            poll_orders(rt, client, emit, report)
-    except redis.RedisError as exc:
-        report.stopped = f"redis: {type(exc).__name__}"
-    if report.stopped:
-        log.warning("orders platform poll stopped early: %s", report.stopped)
-    report.log(log)
-    return report
+    return run_locked(
+        rt.redis, rt.keys, SOURCE, lambda report: poll_orders(rt, client, emit, report), log
+    )
 
 
 @shared_task(  # type: ignore[untyped-decorator]
