@@ -19,8 +19,8 @@ import time
 import redis
 from kombu.exceptions import KombuError
 
-from tasks.dispatch import Dispatcher
-from worker.celery_app import FULFILL_TASK, make_celery
+from tasks.dispatch import Dispatcher, celery_publisher
+from worker.celery_app import make_celery
 from worker.config import Settings
 from worker.stores.keys import Keys
 
@@ -58,10 +58,6 @@ def run_relay(
     """
     settings.require("REDIS_URL")
     app = make_celery(settings)
-
-    def publish(unit_id: str) -> None:
-        app.send_task(FULFILL_TASK, args=[unit_id])
-
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=max(REDIS_SOCKET_TIMEOUT_SECONDS, block_ms / 1000 + 2),
@@ -71,7 +67,7 @@ def run_relay(
     dispatcher = Dispatcher(
         client,
         Keys(settings.key_prefix),
-        publish=publish,
+        publish=celery_publisher(app),
         stale_after=settings.unit_stale_seconds,
         consumer=consumer,
     )

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.signals import task_postrun, task_prerun, worker_init
 
-from tasks.dispatch import Dispatcher
+from tasks.dispatch import Dispatcher, celery_publisher
 from tasks.fulfillment import fulfil_unit
 from tasks.routing import RulesError
 from tasks.runtime import WorkerRuntime, build_runtime, check_worker_settings
@@ -100,7 +100,7 @@ def sweep(self: Task) -> dict[str, Any]:
     dispatcher = Dispatcher(
         rt.redis,
         rt.keys,
-        _publisher(self),
+        celery_publisher(self.app),
         stale_after=rt.settings.unit_stale_seconds,
         consumer="sweeper",
     )
@@ -109,12 +109,3 @@ def sweep(self: Task) -> dict[str, Any]:
     if reclaimed or due:
         log.info("sweep published %d outbox entries and %d due units", reclaimed, due)
     return {"reclaimed": reclaimed, "due": due}
-
-
-def _publisher(task: Task) -> Any:
-    app = task.app
-
-    def publish(unit_id: str) -> None:
-        app.send_task(FULFILL_TASK, args=[unit_id])
-
-    return publish

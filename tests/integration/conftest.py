@@ -31,7 +31,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes.ifeelgoods import create_app as ifeelgoods_app
 from sandboxes.rewardops import create_app as rewardops_app
-from tasks.dispatch import Dispatcher
+from tasks.dispatch import Dispatcher, celery_publisher
 from tests.conftest import (
     TEST_ADMIN_TOKEN,
     TEST_CONIQ_SECRET,
@@ -40,7 +40,7 @@ from tests.conftest import (
 )
 from webhooks import create_app
 from webhooks.signatures import signed_headers
-from worker.celery_app import FULFILL_TASK, make_celery
+from worker.celery_app import make_celery
 from worker.config import Settings
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
@@ -192,15 +192,10 @@ class Stack:
         raise AssertionError(f"web not ready:\n{self.worker_logs()[-3000:]}")
 
     def start_relay(self) -> None:
-        celery = make_celery(self.settings)
-
-        def publish(unit_id: str) -> None:
-            celery.send_task(FULFILL_TASK, args=[unit_id])
-
         dispatcher = Dispatcher(
             redis.Redis.from_url(self.settings.redis_url),
             self.keys,
-            publish,
+            celery_publisher(make_celery(self.settings)),
             stale_after=self.settings.unit_stale_seconds,
             consumer="it-relay",
         )

@@ -1,17 +1,25 @@
 """Dispatcher: outbox relay, reclaim after a crash or outage, and the due-unit scheduler.
 
 The broker is replaced by a fake ``publish`` callable that records unit ids, or raises
-the way a broker outage does; the store is the real Redis.
+the way a broker outage does; the store is the real Redis. ``celery_publisher`` itself is
+tested against a real Celery app on the real Redis at the end.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
+import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import pytest
+import redis
 
-from tasks.dispatch import RELAY_GROUP, Dispatcher
+from tasks.dispatch import RELAY_GROUP, Dispatcher, celery_publisher
+from worker.celery_app import FULFILL_TASK, make_celery
 from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
@@ -27,21 +35,30 @@ class BrokerDown(ConnectionError):
 
 
 class FakePublish:
-    """Records published unit ids; fails the calls whose 1-based numbers are in ``fail_on``."""
+    """Records published unit ids, batch by batch.
 
-    def __init__(self, fail_on: set[int] | None = None, *, down: bool = False) -> None:
+    ``down``: every batch fails before publishing anything. ``fail_after``: the first
+    batch publishes that many units and then fails, the way a transport without batching
+    (RabbitMQ) can fail part-way through.
+    """
+
+    def __init__(self, *, down: bool = False, fail_after: int | None = None) -> None:
         self.published: list[str] = []
-        self.fail_on = fail_on or set()
+        self.batches: list[list[str]] = []
         self.down = down
-        self.calls = 0
+        self.fail_after = fail_after
         self._lock = threading.Lock()
 
-    def __call__(self, unit_id: str) -> None:
+    def __call__(self, unit_ids: Sequence[str]) -> None:
         with self._lock:
-            self.calls += 1
-            if self.down or self.calls in self.fail_on:
+            if self.down:
                 raise BrokerDown("broker unreachable")
-            self.published.append(unit_id)
+            if self.fail_after is not None:
+                self.published += unit_ids[: self.fail_after]
+                self.fail_after = None
+                raise BrokerDown("connection lost mid-batch")
+            self.batches.append(list(unit_ids))
+            self.published += unit_ids
 
 
 @pytest.fixture
@@ -139,21 +156,39 @@ def test_broker_outage_leaves_entries_pending_until_reclaimed(inbox, redis_clien
     assert redeliver(inbox, "evt_o", 3) is InboxOutcome.DUPLICATE
 
 
-def test_failure_mid_batch_republishes_only_the_unpublished_entries(inbox, redis_client, keys):
-    # given a broker that fails on the second publish
-    unit_ids = accept(inbox, "evt_m", 4)
-    publish = FakePublish(fail_on={2})
+def test_relay_publishes_what_it_read_as_one_batch(inbox, redis_client, keys):
+    # given two accepted events with five units in all
+    unit_ids = accept(inbox, "evt_b1", 2) + accept(inbox, "evt_b2", 3)
+    publish = FakePublish()
     relay = dispatcher(redis_client, keys, publish)
     relay.ensure_group()
-    # when the relay runs, fails, and another relay reclaims what was left
+    # when the relay reads them in one go
+    assert relay.relay_once(block_ms=10) == 5
+    # then they were handed to the broker in one batch, in outbox order
+    assert publish.batches == [unit_ids]
+
+
+def test_failure_mid_batch_leaves_the_whole_batch_to_be_published_again(inbox, redis_client, keys):
+    # given a broker connection that fails after two of four publishes
+    unit_ids = accept(inbox, "evt_m", 4)
+    publish = FakePublish(fail_after=2)
+    relay = dispatcher(redis_client, keys, publish)
+    relay.ensure_group()
+    # when the relay runs and fails
     with pytest.raises(BrokerDown):
         relay.relay_once(block_ms=10)
+    # then nothing is settled: whether the batch got through is not known
+    assert pending_count(redis_client, keys) == 4
+    assert not any(redis_client.hexists(keys.unit(uid), "dispatched_at") for uid in unit_ids)
+    # when another relay reclaims what was left
     other = dispatcher(redis_client, keys, publish, consumer="relay-2")
     reclaimed = other.reclaim_outbox(min_idle_ms=0)
-    # then every unit was published exactly once in total
-    assert reclaimed == 3
-    assert Counter(publish.published) == Counter(unit_ids)
+    # then every unit was published at least once (twice is harmless: the ledger lets one
+    # delivery submit) and the outbox is drained
+    assert reclaimed == 4
+    assert Counter(publish.published) == Counter(unit_ids[:2] * 2 + unit_ids[2:])
     assert redis_client.xlen(keys.outbox) == 0
+    assert all(redis_client.hexists(keys.unit(uid), "dispatched_at") for uid in unit_ids)
 
 
 def test_reclaim_leaves_entries_another_relay_is_still_working_on(inbox, redis_client, keys):
@@ -297,3 +332,59 @@ def test_racing_schedulers_publish_each_due_unit_once(inbox, redis_client, keys)
         thread.join(timeout=10)
     # then each unit was published exactly once in total
     assert Counter(publish.published) == Counter(unit_ids)
+
+
+# --- celery_publisher against a real Celery app on the real Redis ----------------------
+
+BROKER_DB = 15  # the worker/broker tests' database
+
+
+@pytest.fixture
+def broker_queue(settings) -> Iterator[tuple[object, redis.Redis, str]]:
+    """A Celery app publishing to a queue of this test's own, and a client to read it."""
+    queue = f"rrtest-q-{uuid.uuid4().hex[:8]}"
+    url = settings.redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
+    app = make_celery(replace(settings, broker_url=url, task_queue=queue))
+    client = redis.Redis.from_url(url)
+    yield app, client, queue
+    client.delete(queue)
+    client.close()
+    app.close()
+
+
+def _queued_tasks(client: redis.Redis, queue: str) -> list[tuple[str, list[str]]]:
+    """(task name, args) of every message in the queue, oldest first."""
+    tasks = []
+    for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: newest first
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        tasks.append((message["headers"]["task"], args))
+    return tasks
+
+
+def test_celery_publisher_puts_one_task_per_unit_on_the_queue(broker_queue):
+    # given a publisher on a real Celery app
+    app, client, queue = broker_queue
+    publish = celery_publisher(app)
+    unit_ids = [f"evt_p{n}:0:0" for n in range(30)]
+    # when it publishes a batch, and then an empty one
+    publish(unit_ids)
+    publish([])
+    # then the queue holds one fulfilment task per unit, in order, carrying only its id
+    assert _queued_tasks(client, queue) == [(FULFILL_TASK, [uid]) for uid in unit_ids]
+
+
+def test_celery_publisher_on_redis_publishes_nothing_from_a_batch_that_fails(broker_queue):
+    # given a batch whose third message cannot be serialised
+    app, client, queue = broker_queue
+    publish = celery_publisher(app)
+    batch: list = ["evt_f1:0:0", "evt_f2:0:0", object(), "evt_f4:0:0"]
+    # when it is published
+    with pytest.raises(Exception):  # noqa: B017 - kombu's EncodeError, whatever wraps it
+        publish(batch)
+    # then none of it reached the queue: the buffered messages were discarded, so the
+    # caller's "treat the whole batch as unpublished" is exact on Redis
+    assert client.llen(queue) == 0
+    # and the publisher still works afterwards
+    publish(["evt_f5:0:0"])
+    assert _queued_tasks(client, queue) == [(FULFILL_TASK, ["evt_f5:0:0"])]
