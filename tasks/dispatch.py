@@ -49,14 +49,25 @@ def celery_publisher(app: Celery) -> Publisher:
     plain ``send_task`` builds a Redis client and makes a round trip for each message and
     each event (the relay's largest cost under load, bench.e2e profile). Transports
     without batching (RabbitMQ) publish each message at once, confirms included.
+
+    The queue is declared with the first message of a batch only: kombu caches
+    declarations per channel, but checking that cache copies and binds the queue for
+    every message. ``argsrepr`` (what Flower shows) is the unit id, written directly
+    rather than through Celery's ``saferepr``.
     """
 
     def publish(unit_ids: Sequence[str]) -> None:
         if not unit_ids:
             return
         with app.producer_or_acquire() as producer, producer.batch():
-            for unit_id in unit_ids:
-                app.send_task(FULFILL_TASK, args=[unit_id], producer=producer)
+            for n, unit_id in enumerate(unit_ids):
+                app.send_task(
+                    FULFILL_TASK,
+                    args=[unit_id],
+                    producer=producer,
+                    declare=None if n == 0 else [],
+                    argsrepr=repr([unit_id]),
+                )
 
     return publish
 

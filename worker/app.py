@@ -11,7 +11,7 @@ from celery.signals import celeryd_init, worker_process_init
 
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
-from worker.observability import configure_logging, init_sentry
+from worker.observability import configure_logging, init_sentry, skip_unused_record_fields
 
 try:
     settings = Settings.from_env()
@@ -26,6 +26,7 @@ app = make_celery(settings)
 @celeryd_init.connect  # type: ignore[untyped-decorator]
 def _init_worker(**_: object) -> None:
     configure_logging(settings)
+    skip_unused_record_fields()  # inherited by the pool's forked children
     init_sentry(settings, component="worker")
 
 

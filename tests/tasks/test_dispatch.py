@@ -358,6 +358,8 @@ def _queued_tasks(client: redis.Redis, queue: str) -> list[tuple[str, list[str]]
     for raw in reversed(client.lrange(queue, 0, -1)):  # LPUSH: newest first
         message = json.loads(raw)
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        # what Flower shows of the arguments: the unit id and nothing else
+        assert message["headers"]["argsrepr"] == repr(args)
         tasks.append((message["headers"]["task"], args))
     return tasks
 
