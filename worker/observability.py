@@ -39,20 +39,31 @@ __all__ = [
 log = logging.getLogger("rewardrelay")
 _CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("rr_log_context")
 CONTEXT_FIELDS = ("event_id", "unit_id", "task_id", "provider", "provider_ref", "source")
-_SECRET_PATTERNS = [
-    re.compile(r"whsec_[A-Za-z0-9+/=]+"),
-    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
-    re.compile(
-        r"(?i)(api-secret|api_secret|client_secret|access_token|password)([\"':= ]+)[^\s\"',&]+"
-    ),
-]
+# Anything shaped like a secret or token, in one pattern so a line is scanned once:
+# Standard Webhooks secrets, Authorization schemes, and secret-named key/value pairs.
+_SECRET = re.compile(
+    r"whsec_[A-Za-z0-9+/=]+"
+    r"|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]+"
+    r"|(?i:api-secret|api_secret|client_secret|access_token|password)[\"':= ]+[^\s\"',&]+"
+)
+
+
+def _blank(match: re.Match[str]) -> str:
+    """Keep the first 7 characters (what kind of secret it was), blank the rest."""
+    return match.group(0)[:7] + "***"
+
+
+# Every match of _SECRET contains one of these (lower-cased): lines without any, nearly
+# all of them, skip the regex, which costs 10 us a line (it tries each position).
+_SECRET_HINTS = ("whsec_", "bearer", "basic", "secret", "token", "password")
 
 
 def scrub(text: str) -> str:
     """Blank out anything shaped like a secret or token in free text."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(0)[: min(len(m.group(0)), 7)] + "***", text)
-    return text
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _SECRET_HINTS):
+        return text
+    return _SECRET.sub(_blank, text)
 
 
 class _ContextFilter(logging.Filter):
