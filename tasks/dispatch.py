@@ -135,9 +135,7 @@ class Dispatcher:
             log.warning("publish failed for %d due units; will retry", len(unit_ids), exc_info=True)
             return 0
         pipe = self._redis.pipeline(transaction=False)
-        for unit_id in unit_ids:
-            self._inbox.mark_dispatched_in(pipe, unit_id, now)
-            _log_published(unit_id, "due")
+        self._mark_dispatched(pipe, unit_ids, now, origin="due")
         pipe.execute()
         return len(unit_ids)
 
@@ -167,17 +165,22 @@ class Dispatcher:
         """
         if not published and not empty:
             return
-        now = time.time()
         pipe = self._redis.pipeline(transaction=True)
-        for _entry_id, unit_id in published:
-            self._inbox.mark_dispatched_in(pipe, unit_id, now)
-            _log_published(unit_id, "outbox")
+        self._mark_dispatched(pipe, [unit_id for _entry_id, unit_id in published], time.time(),
+                              origin="outbox")  # fmt: skip
         done = [entry_id for entry_id, _unit_id in published]
-        if done or empty:
-            pipe.xack(self._keys.outbox, RELAY_GROUP, *done, *empty)
+        pipe.xack(self._keys.outbox, RELAY_GROUP, *done, *empty)
         if done:
             pipe.xdel(self._keys.outbox, *done)
         pipe.execute()
+
+    def _mark_dispatched(
+        self, pipe: redis.client.Pipeline, unit_ids: Sequence[str], now: float, *, origin: str
+    ) -> None:
+        """Queue on ``pipe`` the record that each unit's task was published."""
+        for unit_id in unit_ids:
+            self._inbox.mark_dispatched_in(pipe, unit_id, now)
+            _log_published(unit_id, origin)
 
 
 def _log_published(unit_id: str, origin: str) -> None:
