@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError
 
 from webhooks.context import EdgeContext, edge_context
@@ -129,12 +129,19 @@ def _store(ctx: EdgeContext, source: str, event: Event, document: Any) -> tuple[
             "This event id was already received with a different body or source.",
         )
     if outcome is InboxOutcome.DUPLICATE:
-        return jsonify(status="duplicate", id=event.id), 200
+        return _answer("duplicate", event.id), 200
     # ACCEPTED, or PENDING: seen before but not yet published, so the sender's retry is
     # answered exactly like the first delivery.
-    response = jsonify(status="accepted", id=event.id)
+    response = _answer("accepted", event.id)
     response.headers["Location"] = f"/fulfillments/{event.id}"
     return response, 202
+
+
+def _answer(status: str, event_id: str) -> Response:
+    """``{"id": ..., "status": ...}``: a plain ``json.dumps``, at half the cost of jsonify
+    (which consults the app's JSON provider on every call), on the edge's hottest path."""
+    body = json.dumps({"id": event_id, "status": status})
+    return Response(body, mimetype=JSON_MIMETYPE)
 
 
 @bp.after_request

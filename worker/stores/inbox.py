@@ -4,6 +4,9 @@ One Lua script claims the event id, stores the event and its units, indexes the 
 live, and appends them to the outbox stream, all in one Redis round trip. After it
 returns ``ACCEPTED`` the event is durable (as durable as the Redis persistence settings)
 and the relay or the sweeper will publish its tasks, even if this process dies now.
+
+The accept script goes through a ``ScriptWriter`` (group commit): calls made at the same
+moment by several threads of one process share a round trip, each still atomic.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from worker.stores.codec import text, text_map
+from worker.stores.group_commit import ScriptWriter
 from worker.stores.keys import Keys
 from worker.stores.models import UnitSpec
 
@@ -79,7 +83,7 @@ class Inbox:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._redis = client
         self._keys = keys
-        self._accept = client.register_script(_ACCEPT)
+        self._accept = ScriptWriter(client, _ACCEPT)
         self._mark = client.register_script(_MARK_DISPATCHED)
 
     def accept(
