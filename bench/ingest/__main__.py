@@ -1,11 +1,15 @@
 """``python -m bench.ingest``: our edge vs a naive ``task.delay`` view, same gunicorn setup.
 
-Both apps run under ``gunicorn -w WORKERS -k gthread --threads THREADS`` on a free
-loopback port, against the local Redis (127.0.0.1:6379): ours in db 12 under a unique key
+Both apps run under ``gunicorn -w WORKERS -k gthread --threads THREADS --reuse-port`` on a
+free loopback port, against the local Redis (127.0.0.1:6379): ours in db 12 under a unique key
 prefix, the naive one publishing to a unique queue in db 13. Both stay up while
 rounds alternate between them, each round a closed-loop throughput run and a fixed-rate
 run per target; the ratio printed is the median of the per-round ratios, so noise from
-other work on the machine falls on both sides. Each run also records the CPU the
+other work on the machine falls on both sides. ``--reuse-port`` gives each gunicorn worker
+its own listening socket, among which the kernel spreads new connections evenly: with one
+shared socket, whichever worker is awake takes a burst of new keep-alive connections (seen:
+29 of 32), and the other idles for the whole run, which halved a run's throughput at
+random, on either side. Each run also records the CPU the
 server's gunicorn tree and Redis spent per request (``/proc`` and ``INFO cpu``), which
 varies less than a rate. Load comes from ``bench.ingest.load`` (asyncio, kept-alive
 connections, requests signed before the clock starts). Keys are deleted afterwards; the
@@ -58,6 +62,7 @@ def start_gunicorn(target: Target, args: argparse.Namespace) -> tuple[subprocess
     command = [
         sys.executable, "-m", "gunicorn",
         "-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads),
+        "--reuse-port",
         "-b", f"127.0.0.1:{port}", "--log-level", "warning", target.app,
     ]  # fmt: skip
     env = {**os.environ, **target.env}
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows: list[dict[str, object]] = []
     print(
-        f"gunicorn -w {args.workers} -k gthread --threads {args.threads}; load "
+        f"gunicorn -w {args.workers} -k gthread --threads {args.threads} --reuse-port; load "
         f"{args.load_processes}x{args.connections} keep-alive connections; "
         f"{args.duration:g} s per run; "
         f"{args.rounds} rounds, targets alternating; {os.cpu_count()} CPUs"

@@ -220,3 +220,29 @@ def test_concurrent_accepts_of_one_id_claim_it_exactly_once(redis_client, keys):
     assert outbox_units(redis_client, keys) == ["evt_race:0:0", "evt_race:0:1", "evt_race:0:2"]
     assert redis_client.zcard(keys.live) == 3
     assert redis_client.hget(keys.event("evt_race"), "undispatched") == b"3"
+
+
+def test_concurrent_accepts_through_one_inbox_share_round_trips_and_claim_once(redis_client, keys):
+    # given 20 threads of one process delivering 10 events, two deliveries of each, at
+    # once through one Inbox (whose writer groups concurrent calls into one pipeline)
+    inbox = Inbox(redis_client, keys)
+    threads_count = 20
+    barrier = threading.Barrier(threads_count)
+    outcomes: dict[str, list[InboxOutcome]] = {f"evt_g{i}": [] for i in range(10)}
+
+    def deliver(i: int) -> None:
+        event_id = f"evt_g{i % 10}"
+        barrier.wait()
+        outcome = accept(inbox, event_id, units=1, now=time.time())
+        outcomes[event_id].append(outcome)
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(threads_count)]
+    # when
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    # then each event was claimed by exactly one of its deliveries
+    for event_outcomes in outcomes.values():
+        assert sorted(event_outcomes) == [InboxOutcome.ACCEPTED, InboxOutcome.PENDING]
+    assert len(outbox_units(redis_client, keys)) == 10
