@@ -347,7 +347,8 @@ def broker_queue(settings) -> Iterator[tuple[object, redis.Redis, str]]:
     app = make_celery(replace(settings, broker_url=url, task_queue=queue))
     client = redis.Redis.from_url(url)
     yield app, client, queue
-    client.delete(queue)
+    # The queue, and kombu's binding keys for it (``_kombu.binding*.{queue}``).
+    client.delete(queue, *client.scan_iter(match=f"_kombu.binding*.{queue}", count=1000))
     client.close()
     app.close()
 
