@@ -166,8 +166,8 @@ class Dispatcher:
         if not published and not empty:
             return
         pipe = self._redis.pipeline(transaction=True)
-        self._mark_dispatched(pipe, [unit_id for _entry_id, unit_id in published], time.time(),
-                              origin="outbox")  # fmt: skip
+        unit_ids = [unit_id for _entry_id, unit_id in published]
+        self._mark_dispatched(pipe, unit_ids, time.time(), origin="outbox")
         done = [entry_id for entry_id, _unit_id in published]
         pipe.xack(self._keys.outbox, RELAY_GROUP, *done, *empty)
         if done:

@@ -113,11 +113,12 @@ class ScriptWriter:
             if unknown:
                 self._send(unknown, "EVAL", self._source)
         except BaseException as exc:
+            # Every caller still without an outcome gets the leader's error as it is: a
+            # RedisError answers 503 at the edge; anything else is a bug and shows as one.
             self._disconnect()
-            error = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(repr(exc))
             for call in group:
                 if not call.done or isinstance(call.error, NoScriptError):
-                    call.error = error
+                    call.error = exc
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours
                 raise
 
