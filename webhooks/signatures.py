@@ -135,9 +135,13 @@ def _candidate_signatures(header: str) -> list[bytes]:
         if version != "v1" or not encoded:
             continue  # other versions (v1a, ...) are for other verifiers
         try:
-            found.append(base64.b64decode(encoded, validate=True))
+            decoded = base64.b64decode(encoded, validate=True)
         except ValueError:  # binascii.Error, or non-ASCII text
             continue
+        # Only the canonical text of a digest counts, as in the reference library (1.3+),
+        # which compares signature text: an alias with other unused low bits is refused.
+        if base64.b64encode(decoded).decode("ascii") == encoded:
+            found.append(decoded)
     return found
 
 
