@@ -231,7 +231,11 @@ def test_signature_with_other_unused_low_bits_is_refused_like_the_reference_libr
             verify(raw, headers, (secret,), tolerance=TOLERANCE)
         with pytest.raises(WebhookVerificationError):
             Webhook(secret).verify(raw, headers)
-    canonical = {"webhook-id": "msg_1", "webhook-timestamp": str(now), "webhook-signature": signature}
+    canonical = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": signature,
+    }
     assert verify(raw, canonical, (secret,), tolerance=TOLERANCE).id == "msg_1"
 
 
