@@ -508,11 +508,11 @@ def _probe_source(settings: Settings, name: str) -> str | None:
     """Obtain a token (Ignico), refresh one (orders platform) or call once (Coniq)."""
     import redis
 
-    from tasks.providers.base import ProviderClient
-    from tasks.providers.coniq import ConiqClient
-    from tasks.providers.errors import ProviderError
-    from tasks.providers.ignico import IgnicoClient
-    from tasks.providers.orders_platform import OrdersPlatformClient
+    from tasks.http.base import ProviderClient
+    from tasks.http.errors import ProviderError
+    from tasks.sources.clients.coniq import ConiqClient
+    from tasks.sources.clients.ignico import IgnicoClient
+    from tasks.sources.clients.orders_platform import OrdersPlatformClient
     from tasks.sources.common import SourceKeys
     from tasks.sources.orders_platform import token_store
     from worker.stores.keys import Keys
@@ -520,25 +520,15 @@ def _probe_source(settings: Settings, name: str) -> str | None:
     store = redis.Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT_SECONDS)
     client: ProviderClient
     if name == "ignico":
-        client = IgnicoClient(
-            settings.ignico_base_url,
-            settings.ignico_client_id,
-            settings.ignico_client_secret,
-            timeout=PROBE_TIMEOUT_SECONDS,
-        )
+        client = IgnicoClient.from_settings(settings, timeout=PROBE_TIMEOUT_SECONDS)
     elif name == "orders-platform":
-        client = OrdersPlatformClient(
-            settings.orders_base_url,
-            settings.orders_client_id,
-            settings.orders_client_secret,
-            settings.orders_redirect_uri,
+        client = OrdersPlatformClient.from_settings(
+            settings,
             token_store(store, SourceKeys(Keys(settings.key_prefix), name)),
             timeout=PROBE_TIMEOUT_SECONDS,
         )
     else:
-        client = ConiqClient(
-            settings.coniq_base_url, settings.coniq_api_key, timeout=PROBE_TIMEOUT_SECONDS
-        )
+        client = ConiqClient.from_settings(settings, timeout=PROBE_TIMEOUT_SECONDS)
     try:
         client.check()
     except ProviderError as exc:
@@ -670,7 +660,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def cmd_relay(_args: argparse.Namespace) -> int:
-    from rewardrelay.relay import run_relay
+    from tasks.relay import run_relay
     from worker.observability import configure_logging, init_sentry
 
     settings = Settings.from_env()

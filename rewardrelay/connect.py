@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
-from tasks.providers.errors import ProviderError
-from tasks.providers.orders_platform import OrdersPlatformClient
+from tasks.http.errors import ProviderError
+from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tasks.sources.common import SourceKeys
 from tasks.sources.orders_platform import SOURCE, token_store
 from worker.config import Settings, SettingsError
@@ -128,13 +128,8 @@ def connect_orders_platform(
     except OSError as exc:
         raise ConnectError(f"cannot listen on {redirect.netloc}: {exc.strerror}") from None
     store = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
-    client = OrdersPlatformClient(
-        settings.orders_base_url,
-        settings.orders_client_id,
-        settings.orders_client_secret,
-        settings.orders_redirect_uri,
-        token_store(store, SourceKeys(Keys(settings.key_prefix), SOURCE)),
-        timeout=settings.provider_timeout_seconds,
+    client = OrdersPlatformClient.from_settings(
+        settings, token_store(store, SourceKeys(Keys(settings.key_prefix), SOURCE))
     )
     try:
         server.timeout = CALLBACK_POLL_SECONDS

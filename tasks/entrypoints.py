@@ -1,4 +1,9 @@
-"""Celery entry points (thin): deserialize the unit id and call the plain functions.
+"""Celery entry points of the fulfilment stage (thin): take the unit id, call the plain code.
+
+``fulfil_reward`` (registered as ``tasks.fulfill_reward``) runs :func:`fulfil_unit`;
+``sweep`` (beat) runs the relay's :func:`tasks.relay.sweep_once`. The source pollers'
+entry points live with their pollers in :mod:`tasks.sources`. All share the per-process
+runtime of :mod:`tasks.runtime`.
 
 Arguments are unit ids only (``{event id}:{line}:{index}``): no personal data, no codes
 in the broker, Flower or Sentry. Retries are not Celery retries: the ledger schedules
@@ -10,25 +15,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import task_postrun, task_prerun, worker_init
 
-from tasks.dispatch import Dispatcher, celery_publisher
-from tasks.fulfillment import fulfil_unit
+from tasks.fulfilment import fulfil_unit
+from tasks.relay import sweep_once
 from tasks.routing import RulesError
-from tasks.runtime import WorkerRuntime, build_runtime, check_worker_settings
+from tasks.runtime import check_worker_settings, runtime
 from worker import observability
-from worker.celery_app import FULFILL_TASK, SWEEP_TASK
+from worker.celery_app import FULFIL_TASK, SWEEP_TASK
 from worker.config import Settings, SettingsError
 
-__all__ = ["fulfill_reward", "sweep", "runtime"]
+__all__ = ["fulfil_reward", "sweep"]
 
 log = logging.getLogger(__name__)
-_runtime: WorkerRuntime | None = None
-_runtime_lock = threading.Lock()
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
@@ -54,7 +56,7 @@ def _bind_task_context(
 ) -> None:
     """Every line logged during a fulfilment task (Celery's own "succeeded" line too)
     carries the unit key, its event id and the task id: one search follows a unit."""
-    if task is None or task.name != FULFILL_TASK or not args:
+    if task is None or task.name != FULFIL_TASK or not args:
         return
     unit_id = str(args[0])
     _task_context[task_id] = observability.bind_context(
@@ -72,20 +74,10 @@ def _reset_task_context(task_id: str = "", **_: Any) -> None:
             pass
 
 
-def runtime(task: Task) -> WorkerRuntime:
-    """This process's runtime, built on first use (after the prefork fork)."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            settings: Settings = task.app.conf.rewardrelay_settings
-            _runtime = build_runtime(settings)
-        return _runtime
-
-
 @shared_task(  # type: ignore[untyped-decorator]
-    name=FULFILL_TASK, bind=True, acks_late=True, ignore_result=True
+    name=FULFIL_TASK, bind=True, acks_late=True, ignore_result=True
 )
-def fulfill_reward(self: Task, unit_id: str) -> str:
+def fulfil_reward(self: Task, unit_id: str) -> str:
     """Fulfil one reward unit; safe to run any number of times."""
     outcome = fulfil_unit(unit_id, runtime(self), task_id=self.request.id or "")
     return outcome.action
@@ -97,15 +89,7 @@ def fulfill_reward(self: Task, unit_id: str) -> str:
 def sweep(self: Task) -> dict[str, Any]:
     """Beat's sweeper: re-publish outbox entries a relay left behind and every due unit."""
     rt = runtime(self)
-    dispatcher = Dispatcher(
-        rt.redis,
-        rt.keys,
-        celery_publisher(self.app),
-        stale_after=rt.settings.unit_stale_seconds,
-        consumer="sweeper",
-    )
-    reclaimed = dispatcher.reclaim_outbox(min_idle_ms=int(rt.settings.unit_stale_seconds * 1000))
-    due = dispatcher.publish_due()
+    reclaimed, due = sweep_once(self.app, rt.redis, rt.keys, rt.settings)
     if reclaimed or due:
         log.info("sweep published %d outbox entries and %d due units", reclaimed, due)
     return {"reclaimed": reclaimed, "due": due}

@@ -1,5 +1,8 @@
 """Fulfilment of one reward unit: the plain function every delivery of a task calls.
 
+Called by :func:`tasks.entrypoints.fulfil_reward`; the adapters are
+:mod:`tasks.providers.adapters`, the runtime :mod:`tasks.runtime`.
+
 ledger.begin            terminal / busy / early → nothing to do (redelivery is harmless)
 route (rules)           no rule → UNROUTABLE (+ dead letter, visible, replayable)
 provider adapter        deterministic key; LOOKUP before any resubmit
@@ -18,13 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.fulfillers import ProviderResult, Recipient, ResultKind, provider_key
-from tasks.providers.errors import (
+from tasks.http.errors import (
     PermanentProviderError,
     ProviderError,
     RateLimitedError,
     UnknownOutcomeError,
 )
+from tasks.providers.adapters import ProviderResult, Recipient, ResultKind, provider_key
 from tasks.routing import Route
 from tasks.runtime import WorkerRuntime
 from tasks.sources import coniq_outbound
@@ -96,7 +99,7 @@ def _call_provider(
     started = time.perf_counter()
     outcome, reference = "error", ""
     try:
-        result = rt.fulfiller(route.provider).fulfil(key, route, recipient, decision)
+        result = rt.adapter(route.provider).fulfil(key, route, recipient, decision)
         outcome, reference = result.kind.value, result.reference
         return result
     except ProviderError as exc:

@@ -1,16 +1,22 @@
-"""Per-process worker runtime: stores, rules and provider clients, built once after fork."""
+"""Per-process worker runtime: stores, rules and provider adapters, built once after fork.
+
+Every Celery entry point (:mod:`tasks.entrypoints`, the pollers in :mod:`tasks.sources`)
+gets it through :func:`runtime`. This module imports no task module, so anything may
+import it without closing a circle.
+"""
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from celery import Task
 
-from tasks.fulfillers import Fulfiller, IfeelgoodsFulfiller, RewardOpsFulfiller
+from tasks.providers.adapters import IfeelgoodsAdapter, ProviderAdapter, RewardOpsAdapter
 from tasks.providers.ifeelgoods import IfeelgoodsClient
+from tasks.providers.rewardops import RewardOpsClient
 from tasks.retry import RetryPolicy
 from tasks.routing import Rules, load_rules
 from worker.config import Settings, SettingsError
@@ -19,7 +25,13 @@ from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import Ledger
 
-__all__ = ["WorkerRuntime", "build_runtime", "check_source_settings", "check_worker_settings"]
+__all__ = [
+    "WorkerRuntime",
+    "build_runtime",
+    "check_source_settings",
+    "check_worker_settings",
+    "runtime",
+]
 
 
 @dataclass
@@ -32,16 +44,30 @@ class WorkerRuntime:
     dead_letters: DeadLetters
     rules: Rules
     retry: RetryPolicy
-    fulfiller_factories: dict[str, Callable[[], Fulfiller]]
-    _fulfillers: dict[str, Fulfiller] = field(default_factory=dict)
+    adapter_factories: dict[str, Callable[[], ProviderAdapter]]
+    _adapters: dict[str, ProviderAdapter] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fulfiller(self, provider: str) -> Fulfiller:
+    def adapter(self, provider: str) -> ProviderAdapter:
         """The provider adapter, created on first use so each process owns its client."""
         with self._lock:
-            if provider not in self._fulfillers:
-                self._fulfillers[provider] = self.fulfiller_factories[provider]()
-            return self._fulfillers[provider]
+            if provider not in self._adapters:
+                self._adapters[provider] = self.adapter_factories[provider]()
+            return self._adapters[provider]
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime(task: Task) -> WorkerRuntime:
+    """This process's runtime, built on first use (after the prefork fork)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            settings: Settings = task.app.conf.rewardrelay_settings
+            _runtime = build_runtime(settings)
+        return _runtime
 
 
 def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRuntime:
@@ -49,19 +75,9 @@ def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRu
         settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
     )
     keys = Keys(settings.key_prefix)
-    timeout = settings.provider_timeout_seconds
-    factories: dict[str, Callable[[], Fulfiller]] = {
-        "ifeelgoods": functools.partial(
-            lambda: IfeelgoodsFulfiller(
-                IfeelgoodsClient(
-                    settings.ifeelgoods_base_url,
-                    settings.ifeelgoods_api_key,
-                    settings.ifeelgoods_api_secret,
-                    timeout=timeout,
-                )
-            )
-        ),
-        "rewardops": functools.partial(_rewardops, settings),
+    factories: dict[str, Callable[[], ProviderAdapter]] = {
+        "ifeelgoods": lambda: IfeelgoodsAdapter(IfeelgoodsClient.from_settings(settings)),
+        "rewardops": lambda: RewardOpsAdapter(RewardOpsClient.from_settings(settings)),
     }
     return WorkerRuntime(
         settings=settings,
@@ -72,20 +88,7 @@ def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRu
         dead_letters=DeadLetters(client, keys),
         rules=rules if rules is not None else load_rules(settings.rules_file),
         retry=RetryPolicy.from_settings(settings),
-        fulfiller_factories=factories,
-    )
-
-
-def _rewardops(settings: Settings) -> Fulfiller:
-    from tasks.providers.rewardops import RewardOpsClient
-
-    return RewardOpsFulfiller(
-        RewardOpsClient(
-            settings.rewardops_base_url,
-            settings.rewardops_client_id,
-            settings.rewardops_client_secret,
-            timeout=settings.provider_timeout_seconds,
-        )
+        adapter_factories=factories,
     )
 
 

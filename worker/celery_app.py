@@ -16,21 +16,23 @@ from worker.config import Settings
 __all__ = [
     "make_celery",
     "BROKER_VISIBILITY_TIMEOUT_SECONDS",
-    "FULFILL_TASK",
+    "FULFIL_TASK",
     "SWEEP_TASK",
     "POLL_IGNICO_TASK",
     "POLL_ORDERS_TASK",
     "DRAIN_CONIQ_TASK",
 ]
 
-FULFILL_TASK = "tasks.fulfill_reward"
+# The registered name keeps its historical spelling: messages in flight, Flower and
+# dashboards know the task by it. Our own names spell "fulfil".
+FULFIL_TASK = "tasks.fulfill_reward"
 SWEEP_TASK = "tasks.sweep"
 # Reward sources and the loop back to Coniq (issue 6), scheduled only when configured.
 POLL_IGNICO_TASK = "tasks.sources.poll_ignico"
 POLL_ORDERS_TASK = "tasks.sources.poll_orders_platform"
 DRAIN_CONIQ_TASK = "tasks.sources.drain_coniq_outbound"
 TASK_MODULES = [
-    "tasks.fulfill",
+    "tasks.entrypoints",
     "tasks.sources.ignico",
     "tasks.sources.orders_platform",
     "tasks.sources.coniq_outbound",

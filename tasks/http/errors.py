@@ -1,8 +1,9 @@
-"""Provider clients, errors: the typed error tree every provider call raises.
+"""HTTP clients, errors: the typed error tree every provider or source call raises.
 
-Stage: fulfilment (worker side). The task layer decides retry versus dead-letter purely from
-the exception class, so the classification made once in ``base.error_from_response`` and
-the transport handler is the whole retry policy input (providers.md section 6):
+Used by the fulfilment stage and the reward sources (worker side). The task layer decides
+retry versus dead-letter purely from the exception class, so the classification made once
+in ``base.error_from_response`` and the transport handler is the whole retry policy input
+(providers.md section 6):
 
     ProviderError
     ├── TransientProviderError        retry with the same idempotency key

@@ -1,9 +1,9 @@
-"""Provider clients, redaction: value types that keep secrets and reward codes out of output.
+"""HTTP clients, redaction: value types that keep secrets and reward codes out of output.
 
-Stage: fulfilment (worker side). Reward codes are money and API secrets are keys to money;
-the design promises neither appears in logs, exception messages, reprs, Celery arguments or
-Sentry events. Wrapping them in types whose ``repr``/``str`` are masked makes the safe thing
-the default: only an explicit ``.reveal()`` gives the value back.
+Shared by providers and sources (worker side). Reward codes are money and API secrets are
+keys to money; the design promises neither appears in logs, exception messages, reprs,
+Celery arguments or Sentry events. Wrapping them in types whose ``repr``/``str`` are
+masked makes the safe thing the default: only an explicit ``.reveal()`` gives the value back.
 """
 
 from __future__ import annotations

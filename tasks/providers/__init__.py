@@ -1,16 +1,19 @@
-"""Provider clients: typed HTTP clients for Ifeelgoods and RewardOps, and their error tree.
+"""Reward providers: typed HTTP clients for Ifeelgoods and RewardOps, and their adapters.
 
-Stage: fulfilment (worker side). The fulfilment logic calls these clients with a
+Stage: fulfilment (worker side). :mod:`tasks.providers.adapters` turns one routed unit
+into one provider call sequence; :mod:`tasks.fulfilment` calls the adapters with a
 deterministic idempotency key and decides retry versus dead-letter from the exception
-class alone (see :mod:`tasks.providers.errors`). Reward codes come back as masked
+class alone (see :mod:`tasks.http.errors`, re-exported here with the redaction types).
+The reward *sources'* clients (Ignico, orders platform, Coniq) live in
+:mod:`tasks.sources.clients`. Reward codes come back as masked
 :class:`RewardCode` values and secrets are held as :class:`Secret`, so neither leaks into
 logs, reprs or exception messages.
 """
 
 from __future__ import annotations
 
-from tasks.providers.base import ProviderClient, error_from_response, parse_retry_after
-from tasks.providers.errors import (
+from tasks.http.base import ProviderClient, error_from_response, parse_retry_after
+from tasks.http.errors import (
     ConflictError,
     NotFoundError,
     PermanentProviderError,
@@ -22,6 +25,7 @@ from tasks.providers.errors import (
     UnknownOutcomeError,
     VersionConflictError,
 )
+from tasks.http.redaction import RewardCode, Secret, mask
 from tasks.providers.if_match import WRITE, Done, Write, update_with_if_match
 from tasks.providers.ifeelgoods import (
     IfeelgoodsClient,
@@ -29,7 +33,6 @@ from tasks.providers.ifeelgoods import (
     Redemption,
     RedemptionState,
 )
-from tasks.providers.redaction import RewardCode, Secret, mask
 from tasks.providers.rewardops import ItemStatus, Member, Order, OrderItem, RewardOpsClient
 
 __all__ = [

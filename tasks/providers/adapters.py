@@ -1,4 +1,4 @@
-"""Provider adapters: one call per attempt, turning a routed unit into a provider result.
+"""Reward-provider adapters: one call sequence per attempt, from a routed unit to a result.
 
 Each adapter owns the provider-specific sequence for one decision from the ledger:
 - SUBMIT: send the order under the unit's deterministic key;
@@ -14,13 +14,21 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasks.providers.errors import PermanentProviderError
+from tasks.http.errors import PermanentProviderError
 from tasks.providers.ifeelgoods import IfeelgoodsClient, IfeelgoodsUser, Redemption
 from tasks.providers.rewardops import Member, Order, RewardOpsClient
 from tasks.routing import Route
 from worker.stores.ledger import BeginDecision
 
-__all__ = ["Fulfiller", "ProviderResult", "ResultKind", "Recipient", "provider_key"]
+__all__ = [
+    "IfeelgoodsAdapter",
+    "ProviderAdapter",
+    "RewardOpsAdapter",
+    "ProviderResult",
+    "ResultKind",
+    "Recipient",
+    "provider_key",
+]
 
 
 def provider_key(unit_id: str) -> str:
@@ -59,7 +67,7 @@ class Recipient:
         return " ".join(p for p in (self.first_name, self.last_name) if p) or self.email
 
 
-class Fulfiller(Protocol):
+class ProviderAdapter(Protocol):
     name: str
 
     def fulfil(
@@ -67,7 +75,7 @@ class Fulfiller(Protocol):
     ) -> ProviderResult: ...
 
 
-class IfeelgoodsFulfiller:
+class IfeelgoodsAdapter:
     """Create-and-redeem under ``order_id`` in one call; If-Match for anything half done.
 
     A first submission is one create-and-redeem call: idempotent on ``order_id`` (201
@@ -110,7 +118,7 @@ class IfeelgoodsFulfiller:
         )
 
 
-class RewardOpsFulfiller:
+class RewardOpsAdapter:
     """Create the program order under ``program_order_id`` and follow it to delivery."""
 
     name = "rewardops"

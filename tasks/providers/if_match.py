@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from tasks.providers.errors import PreconditionFailedError, VersionConflictError
+from tasks.http.errors import PreconditionFailedError, VersionConflictError
 
 __all__ = ["WRITE", "Decision", "Done", "Write", "update_with_if_match"]
 

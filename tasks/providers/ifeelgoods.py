@@ -18,14 +18,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 
-from tasks.providers.base import DEFAULT_TIMEOUT, ProviderClient
-from tasks.providers.errors import NotFoundError, PermanentProviderError
+from tasks.http.base import DEFAULT_TIMEOUT, ProviderClient
+from tasks.http.errors import NotFoundError, PermanentProviderError
+from tasks.http.redaction import RewardCode, Secret
 from tasks.providers.if_match import DEFAULT_MAX_ATTEMPTS, WRITE, Done, Write, update_with_if_match
-from tasks.providers.redaction import RewardCode, Secret
+from worker.config import Settings
 
 __all__ = ["IfeelgoodsClient", "IfeelgoodsUser", "Redemption", "RedemptionState"]
 
@@ -125,7 +126,7 @@ class IfeelgoodsClient(ProviderClient):
     """Client for ``{base_url}`` = ``https://api.ifeelgoods.com/fulfillment/v2`` (or a sandbox).
 
     Every method returns frozen dataclasses or raises a
-    :class:`~tasks.providers.errors.ProviderError` subclass.
+    :class:`~tasks.http.errors.ProviderError` subclass.
     """
 
     provider: ClassVar[str] = PROVIDER
@@ -145,6 +146,16 @@ class IfeelgoodsClient(ProviderClient):
         super().__init__(base_url, http=http, timeout=timeout)
         self._api_key = api_key
         self._api_secret = Secret(api_secret)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout: float | None = None) -> Self:
+        """The client the settings describe (``timeout`` defaults to the provider timeout)."""
+        return cls(
+            settings.ifeelgoods_base_url,
+            settings.ifeelgoods_api_key,
+            settings.ifeelgoods_api_secret,
+            timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+        )
 
     def __repr__(self) -> str:
         return f"IfeelgoodsClient(base_url={self.base_url!r}, api_key={self._api_key[:4]!r}...)"

@@ -17,13 +17,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 
-from tasks.providers.base import AccessToken, ClientCredentialsClient
-from tasks.providers.errors import ConflictError, NotFoundError
-from tasks.providers.redaction import RewardCode, Secret
+from tasks.http.errors import ConflictError, NotFoundError
+from tasks.http.oauth import AccessToken, ClientCredentialsClient
+from tasks.http.redaction import RewardCode, Secret
+from worker.config import Settings
 
 __all__ = ["ItemStatus", "Member", "Order", "OrderItem", "RewardOpsClient"]
 
@@ -165,12 +166,22 @@ class RewardOpsClient(ClientCredentialsClient):
 
     Thread-safe: the token cache (in :class:`ClientCredentialsClient`) is guarded by a lock
     so concurrent calls share one token request. Methods return frozen dataclasses or raise
-    a :class:`~tasks.providers.errors.ProviderError` subclass.
+    a :class:`~tasks.http.errors.ProviderError` subclass.
     """
 
     provider: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "RewardOps"
     default_refresh_margin: ClassVar[float] = TOKEN_REFRESH_MARGIN_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout: float | None = None) -> Self:
+        """The client the settings describe (``timeout`` defaults to the provider timeout)."""
+        return cls(
+            settings.rewardops_base_url,
+            settings.rewardops_client_id,
+            settings.rewardops_client_secret,
+            timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+        )
 
     def _describe_error(self, response: httpx.Response) -> tuple[str | None, str | None]:
         """providers.md 2.3: ``{status, result: {error: {code, reason, detail}}}`` or

@@ -21,9 +21,9 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-from tasks.providers.coniq import ConiqClient
-from tasks.providers.errors import PermanentProviderError, ProviderError
+from tasks.http.errors import PermanentProviderError, ProviderError
 from tasks.runtime import WorkerRuntime
+from tasks.sources.clients.coniq import ConiqClient
 from tasks.sources.common import PollReport, SourceKeys, source_lock
 from worker.config import Settings
 from worker.stores.codec import text
@@ -159,11 +159,7 @@ def coniq_client(settings: Settings) -> ConiqClient:
     global _client
     with _client_lock:
         if _client is None:
-            _client = ConiqClient(
-                settings.coniq_base_url,
-                settings.coniq_api_key,
-                timeout=settings.provider_timeout_seconds,
-            )
+            _client = ConiqClient.from_settings(settings)
         return _client
 
 
@@ -189,7 +185,7 @@ def run_drain(rt: WorkerRuntime, client: ConiqClient) -> PollReport:
 )
 def drain_coniq_outbound(self: Task) -> dict[str, Any]:
     """Beat: record fulfilled Coniq rewards in Coniq."""
-    from tasks.fulfill import runtime  # the per-process runtime every task shares
+    from tasks.runtime import runtime  # the per-process runtime every task shares
 
     rt = runtime(self)
     if not rt.settings.coniq_outbound_configured:

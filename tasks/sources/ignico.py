@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 from celery import Task, shared_task
 
-from tasks.providers.errors import ConflictError, NotFoundError, ProviderError
-from tasks.providers.ignico import IgnicoClient, Transaction
+from tasks.http.errors import ConflictError, NotFoundError, ProviderError
 from tasks.runtime import WorkerRuntime
+from tasks.sources.clients.ignico import IgnicoClient, Transaction
 from tasks.sources.common import (
     PollReport,
     SourceKeys,
@@ -252,12 +252,7 @@ def ignico_client(settings: Settings) -> IgnicoClient:
     with _clients_lock:
         client = _clients.get("ignico")
         if client is None:
-            client = IgnicoClient(
-                settings.ignico_base_url,
-                settings.ignico_client_id,
-                settings.ignico_client_secret,
-                timeout=settings.provider_timeout_seconds,
-            )
+            client = IgnicoClient.from_settings(settings)
             _clients["ignico"] = client
         return client
 
@@ -279,7 +274,7 @@ def run_ignico(rt: WorkerRuntime, client: IgnicoClient, emit: Emitter) -> PollRe
 )
 def poll_ignico(self: Task) -> dict[str, Any]:
     """Beat: emit new Ignico payouts as reward events and settle delivered ones."""
-    from tasks.fulfill import runtime  # the per-process runtime every task shares
+    from tasks.runtime import runtime  # the per-process runtime every task shares
 
     rt = runtime(self)
     settings = rt.settings

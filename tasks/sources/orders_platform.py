@@ -23,9 +23,9 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-from tasks.providers.errors import ProviderError
-from tasks.providers.orders_platform import OrdersPlatformClient, PlatformOrder
+from tasks.http.errors import ProviderError
 from tasks.runtime import WorkerRuntime
+from tasks.sources.clients.orders_platform import OrdersPlatformClient, PlatformOrder
 from tasks.sources.common import PollReport, SourceKeys, run_locked, source_emitter
 from tasks.sources.emit import (
     SOURCE_TIME_FORMAT,
@@ -194,13 +194,8 @@ def orders_client(rt: WorkerRuntime) -> OrdersPlatformClient:
     with _clients_lock:
         client = _clients.get(settings.orders_base_url)
         if client is None:
-            client = OrdersPlatformClient(
-                settings.orders_base_url,
-                settings.orders_client_id,
-                settings.orders_client_secret,
-                settings.orders_redirect_uri,
-                token_store(rt.redis, SourceKeys(rt.keys, SOURCE)),
-                timeout=settings.provider_timeout_seconds,
+            client = OrdersPlatformClient.from_settings(
+                settings, token_store(rt.redis, SourceKeys(rt.keys, SOURCE))
             )
             _clients[settings.orders_base_url] = client
         return client
@@ -218,7 +213,7 @@ def run_orders(rt: WorkerRuntime, client: OrdersPlatformClient, emit: Emitter) -
 )
 def poll_orders_platform(self: Task) -> dict[str, Any]:
     """Beat: emit qualifying orders of the orders platform as reward events."""
-    from tasks.fulfill import runtime  # the per-process runtime every task shares
+    from tasks.runtime import runtime  # the per-process runtime every task shares
 
     rt = runtime(self)
     if not rt.settings.orders_configured:

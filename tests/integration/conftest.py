@@ -31,7 +31,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes.ifeelgoods import create_app as ifeelgoods_app
 from sandboxes.rewardops import create_app as rewardops_app
-from tasks.dispatch import Dispatcher, celery_publisher
+from tasks.relay import Dispatcher, celery_publisher
 from tests.conftest import (
     TEST_ADMIN_TOKEN,
     TEST_CONIQ_SECRET,

@@ -54,7 +54,7 @@ import redis
 
 from rewardrelay.embedded import EmbeddedRedis, die_with_parent, free_port, port_open
 from sandboxes import SandboxControl
-from tasks.fulfillers import provider_key
+from tasks.providers.adapters import provider_key
 from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
 from tests.integration.conftest import (

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tasks.fulfillers import provider_key
+from tasks.providers.adapters import provider_key
 from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tests.integration.conftest import IFG_KEY, IFG_SECRET, Stack, coniq_reward, internal_grant
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tasks.dispatch import RELAY_GROUP
-from tasks.fulfillers import provider_key
+from tasks.providers.adapters import provider_key
+from tasks.relay import RELAY_GROUP
 from tests.integration.conftest import Stack, coniq_reward
 
 pytestmark = pytest.mark.integration

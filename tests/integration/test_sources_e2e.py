@@ -17,9 +17,9 @@ from sandboxes import SandboxControl, serve_in_thread
 from sandboxes import coniq as coniq_sandbox_app
 from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
-from tasks.fulfillers import provider_key
-from tasks.providers.orders_platform import OrdersPlatformClient
+from tasks.providers.adapters import provider_key
 from tasks.sources import orders_platform as orders_source
+from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tasks.sources.common import SourceKeys
 from tasks.sources.coniq_outbound import reference_for
 from tasks.sources.ignico import event_id_for

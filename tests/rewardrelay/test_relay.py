@@ -11,7 +11,7 @@ from dataclasses import replace
 import redis
 
 from rewardrelay.embedded import EmbeddedRedis
-from rewardrelay.relay import run_relay
+from tasks.relay import run_relay
 from worker.config import Settings
 from worker.stores.keys import Keys
 

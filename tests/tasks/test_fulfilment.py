@@ -17,8 +17,8 @@ import pytest
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes.ifeelgoods import create_app as ifeelgoods_app
 from sandboxes.rewardops import create_app as rewardops_app
-from tasks.fulfillers import provider_key
-from tasks.fulfillment import fulfil_unit
+from tasks.fulfilment import fulfil_unit
+from tasks.providers.adapters import provider_key
 from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tasks.runtime import WorkerRuntime, build_runtime
 from tasks.sources.coniq_outbound import SOURCE as OUTBOUND

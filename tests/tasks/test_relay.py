@@ -18,8 +18,8 @@ from dataclasses import replace
 import pytest
 import redis
 
-from tasks.dispatch import RELAY_GROUP, Dispatcher, celery_publisher
-from worker.celery_app import FULFILL_TASK, make_celery
+from tasks.relay import RELAY_GROUP, Dispatcher, celery_publisher
+from worker.celery_app import FULFIL_TASK, make_celery
 from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
@@ -374,7 +374,7 @@ def test_celery_publisher_puts_one_task_per_unit_on_the_queue(broker_queue):
     publish(unit_ids)
     publish([])
     # then the queue holds one fulfilment task per unit, in order, carrying only its id
-    assert _queued_tasks(client, queue) == [(FULFILL_TASK, [uid]) for uid in unit_ids]
+    assert _queued_tasks(client, queue) == [(FULFIL_TASK, [uid]) for uid in unit_ids]
 
 
 def test_celery_publisher_on_redis_publishes_nothing_from_a_batch_that_fails(broker_queue):
@@ -390,4 +390,4 @@ def test_celery_publisher_on_redis_publishes_nothing_from_a_batch_that_fails(bro
     assert client.llen(queue) == 0
     # and the publisher still works afterwards
     publish(["evt_f5:0:0"])
-    assert _queued_tasks(client, queue) == [(FULFILL_TASK, ["evt_f5:0:0"])]
+    assert _queued_tasks(client, queue) == [(FULFIL_TASK, ["evt_f5:0:0"])]

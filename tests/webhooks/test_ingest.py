@@ -22,6 +22,7 @@ from webhooks import create_app
 from webhooks.signatures import signed_headers
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
+from worker.stores.outbox import Outbox
 
 PROBLEM = "https://rewardrelay.dev/problems/"
 NEW_SECRET = "whsec_" + base64.b64encode(b"the-new-internal-events-secret!!").decode()
@@ -135,9 +136,9 @@ def test_returns_202_for_redelivery_until_units_are_dispatched_then_200(
     assert retry.get_json() == {"status": "accepted", "id": event["id"]}
     assert len(outbox_units(redis_client, key_prefix)) == 3
     # when the relay has published every unit
-    inbox = Inbox(redis_client, Keys(key_prefix))
+    outbox = Outbox(redis_client, Keys(key_prefix))
     for unit_id in outbox_units(redis_client, key_prefix):
-        inbox.mark_dispatched(unit_id, time.time())
+        outbox.mark_dispatched(unit_id, time.time())
     again = signed_post(client, "/events", event)
     # then the redelivery is a duplicate
     assert again.status_code == 200

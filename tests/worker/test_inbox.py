@@ -1,4 +1,8 @@
-"""Inbox.accept: the edge's one atomic write (claim, event, units, live set, outbox)."""
+"""Inbox.accept: the edge's one atomic write (claim, event, units, live set, outbox).
+
+The relay's side of a redelivery (``Outbox.mark_dispatched``) is exercised here too: it
+decides when a redelivered event stops being PENDING.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
 from worker.stores.models import UnitSpec
+from worker.stores.outbox import Outbox
 
 NOW = 1_800_000_000.0
 STALE_AFTER = 45.0
@@ -25,6 +30,11 @@ def keys(key_prefix) -> Keys:
 @pytest.fixture
 def inbox(redis_client, keys) -> Inbox:
     return Inbox(redis_client, keys)
+
+
+@pytest.fixture
+def outbox(redis_client, keys) -> Outbox:
+    return Outbox(redis_client, keys)
 
 
 def accept(
@@ -101,18 +111,18 @@ def test_get_returns_none_for_unknown_event(inbox):
     assert inbox.get("evt_nope") is None
 
 
-def test_redelivery_is_pending_until_every_unit_is_dispatched_then_duplicate(inbox):
+def test_redelivery_is_pending_until_every_unit_is_dispatched_then_duplicate(inbox, outbox):
     # given an accepted event with two units
     accept(inbox, "evt_dup", units=2)
     # when it is redelivered before any publish
     # then it is still pending
     assert accept(inbox, "evt_dup", units=2) is InboxOutcome.PENDING
     # when one unit is published
-    assert inbox.mark_dispatched("evt_dup:0:0", NOW + 1) is True
+    assert outbox.mark_dispatched("evt_dup:0:0", NOW + 1) is True
     # then still pending
     assert accept(inbox, "evt_dup", units=2) is InboxOutcome.PENDING
     # when the last unit is published
-    assert inbox.mark_dispatched("evt_dup:0:1", NOW + 1) is True
+    assert outbox.mark_dispatched("evt_dup:0:1", NOW + 1) is True
     # then a redelivery is a duplicate
     assert accept(inbox, "evt_dup", units=2) is InboxOutcome.DUPLICATE
 
@@ -128,12 +138,12 @@ def test_redelivery_stores_nothing_new(inbox, redis_client, keys):
     assert inbox.get("evt_once").received_at == NOW
 
 
-def test_mark_dispatched_counts_each_unit_once(inbox, redis_client, keys):
+def test_mark_dispatched_counts_each_unit_once(inbox, outbox, redis_client, keys):
     # given an accepted event with two units
     accept(inbox, "evt_mark", units=2)
     # when one unit is marked twice
-    first = inbox.mark_dispatched("evt_mark:0:0", NOW + 1)
-    second = inbox.mark_dispatched("evt_mark:0:0", NOW + 2)
+    first = outbox.mark_dispatched("evt_mark:0:0", NOW + 1)
+    second = outbox.mark_dispatched("evt_mark:0:0", NOW + 2)
     # then only the first counts
     assert (first, second) == (True, False)
     assert redis_client.hget(keys.event("evt_mark"), "undispatched") == b"1"
@@ -141,10 +151,10 @@ def test_mark_dispatched_counts_each_unit_once(inbox, redis_client, keys):
     assert accept(inbox, "evt_mark", units=2) is InboxOutcome.PENDING
 
 
-def test_mark_dispatched_of_unknown_unit_is_false_and_writes_nothing(inbox, redis_client, keys):
+def test_mark_dispatched_of_unknown_unit_is_false_and_writes_nothing(outbox, redis_client, keys):
     # given no such unit
     # when
-    done = inbox.mark_dispatched("evt_ghost:0:0", NOW)
+    done = outbox.mark_dispatched("evt_ghost:0:0", NOW)
     # then
     assert done is False
     assert redis_client.exists(keys.unit("evt_ghost:0:0")) == 0
@@ -171,10 +181,10 @@ def test_same_id_with_other_body_or_source_conflicts(inbox, redis_client, keys, 
     assert inbox.get("evt_c").body == {"id": "evt_c", "data": {"n": 1}}
 
 
-def test_conflict_is_reported_even_after_dispatch(inbox):
+def test_conflict_is_reported_even_after_dispatch(inbox, outbox):
     # given an accepted, fully dispatched event
     accept(inbox, "evt_cd", units=1)
-    inbox.mark_dispatched("evt_cd:0:0", NOW + 1)
+    outbox.mark_dispatched("evt_cd:0:0", NOW + 1)
     # when the id is reused with another body
     outcome = accept(inbox, "evt_cd", units=1, body={"id": "evt_cd", "other": True})
     # then

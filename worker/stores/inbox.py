@@ -1,4 +1,4 @@
-"""Inbox + outbox: the edge's single atomic write.
+"""Inbox: the edge's single atomic write (event, units, schedule and outbox entries).
 
 One Lua script claims the event id, stores the event and its units, indexes the units as
 live, and appends them to the outbox stream, all in one Redis round trip. After it
@@ -6,7 +6,8 @@ returns ``ACCEPTED`` the event is durable (as durable as the Redis persistence s
 and the relay or the sweeper will publish its tasks, even if this process dies now.
 
 The accept script goes through a ``ScriptWriter`` (group commit): calls made at the same
-moment by several threads of one process share a round trip, each still atomic.
+moment by several threads of one process share a round trip, each still atomic. The
+relay's end of the outbox (read, claim, acknowledge, take due) is :mod:`worker.stores.outbox`.
 """
 
 from __future__ import annotations
@@ -48,17 +49,6 @@ end
 return 'accepted'
 """
 
-_MARK_DISPATCHED = """
-local event_id = redis.call('HGET', KEYS[1], 'event_id')
-if not event_id then return 0 end
-if redis.call('HSETNX', KEYS[1], 'dispatched_at', ARGV[1]) == 1 then
-  local event_key = ARGV[2] .. event_id
-  redis.call('HINCRBY', event_key, 'undispatched', -1)
-  return 1
-end
-return 0
-"""
-
 
 class InboxOutcome(enum.StrEnum):
     ACCEPTED = "accepted"  # new event stored and queued in the outbox
@@ -84,7 +74,6 @@ class Inbox:
         self._redis = client
         self._keys = keys
         self._accept = ScriptWriter(client, _ACCEPT)
-        self._mark = client.register_script(_MARK_DISPATCHED)
 
     def accept(
         self,
@@ -121,15 +110,6 @@ class Inbox:
             args += [uid, json.dumps(spec.match, sort_keys=True)]
         result = self._accept(keys=keys, args=args)
         return InboxOutcome(text(result))
-
-    def mark_dispatched(self, unit_id: str, now: float) -> bool:
-        """Record that the unit's task was published; True the first time."""
-        done = self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")])
-        return bool(done)
-
-    def mark_dispatched_in(self, pipe: redis.client.Pipeline, unit_id: str, now: float) -> None:
-        """Queue :meth:`mark_dispatched` on ``pipe`` (the caller executes it)."""
-        self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")], client=pipe)
 
     def get(self, event_id: str) -> StoredEvent | None:
         raw = self._redis.hgetall(self._keys.event(event_id))

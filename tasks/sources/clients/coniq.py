@@ -1,4 +1,4 @@
-"""Provider clients, Coniq: record a delivered reward back in Coniq (providers.md section 3).
+"""Source client, Coniq: record a delivered reward back in Coniq (providers.md section 3).
 
 Stage: the loop back to the source (worker side, beat-scheduled drain). Authentication is
 the account API key observed in public clients (3.2 [PUB S7]): ``Authorization: ApiKey
@@ -15,12 +15,13 @@ twice. Until Coniq confirms the endpoint, treat it as an assumption.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 
-from tasks.providers.base import DEFAULT_TIMEOUT, ProviderClient
-from tasks.providers.redaction import Secret
+from tasks.http.base import DEFAULT_TIMEOUT, ProviderClient
+from tasks.http.redaction import Secret
+from worker.config import Settings
 
 __all__ = ["AssignedReward", "ConiqClient"]
 
@@ -67,6 +68,15 @@ class ConiqClient(ProviderClient):
             raise ValueError("a Coniq API key is required")
         super().__init__(base_url, http=http, timeout=timeout)
         self._api_key = Secret(api_key)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout: float | None = None) -> Self:
+        """The client the settings describe (``timeout`` defaults to the provider timeout)."""
+        return cls(
+            settings.coniq_base_url,
+            settings.coniq_api_key,
+            timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+        )
 
     def __repr__(self) -> str:
         return f"ConiqClient(base_url={self.base_url!r})"

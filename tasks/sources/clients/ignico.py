@@ -1,4 +1,4 @@
-"""Provider clients, Ignico: wallet transactions (payouts) over the JSON:API v1 (providers.md 4).
+"""Source client, Ignico: wallet transactions (payouts) over the JSON:API v1 (providers.md 4).
 
 Stage: reward source (worker side). The Ignico poller reads pending payouts through this
 client and settles them after the reward was delivered or discarded. A payout is a wallet
@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 
-from tasks.providers.base import AccessToken, ClientCredentialsClient
-from tasks.providers.redaction import Secret
+from tasks.http.oauth import AccessToken, ClientCredentialsClient
+from tasks.http.redaction import Secret
+from worker.config import Settings
 
 __all__ = ["IgnicoClient", "IgnicoUser", "Transaction", "TransactionPage"]
 
@@ -131,12 +132,22 @@ class IgnicoClient(ClientCredentialsClient):
     """Client for ``{base_url}`` = ``https://{workspace}.igni.co/api/v1`` (or the sandbox).
 
     Thread-safe token cache (in :class:`ClientCredentialsClient`). Methods return frozen
-    dataclasses or raise a :class:`~tasks.providers.errors.ProviderError` subclass.
+    dataclasses or raise a :class:`~tasks.http.errors.ProviderError` subclass.
     """
 
     provider: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Ignico"
     default_refresh_margin: ClassVar[float] = TOKEN_REFRESH_MARGIN_SECONDS
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout: float | None = None) -> Self:
+        """The client the settings describe (``timeout`` defaults to the provider timeout)."""
+        return cls(
+            settings.ignico_base_url,
+            settings.ignico_client_id,
+            settings.ignico_client_secret,
+            timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+        )
 
     def _describe_error(self, response: httpx.Response) -> tuple[str | None, str | None]:
         """JSON:API ``errors[0].code/detail`` (4.3 [DESIGN]) or the token ``error``."""

@@ -1,4 +1,4 @@
-"""Provider clients, orders platform: the unnamed OAuth2 platform's orders (providers.md 5).
+"""Source client, orders platform: the unnamed OAuth2 platform's orders (providers.md 5).
 
 Stage: reward source (worker side). The platform only offers the authorization-code flow
 (5.1 [SEED 001]): an operator connects once (``rewardrelay connect orders-platform``), the
@@ -18,14 +18,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import urlencode
 
 import httpx
 
-from tasks.providers.base import DEFAULT_TIMEOUT, AccessToken, ProviderClient
-from tasks.providers.errors import ProviderAuthError
-from tasks.providers.redaction import Secret
+from tasks.http.base import DEFAULT_TIMEOUT, ProviderClient
+from tasks.http.errors import ProviderAuthError
+from tasks.http.oauth import AccessToken
+from tasks.http.redaction import Secret
+from worker.config import Settings
 
 __all__ = ["OrdersPlatformClient", "PlatformOrder", "OrderPage", "TokenStore"]
 
@@ -125,6 +127,20 @@ class OrdersPlatformClient(ProviderClient):
         self._clock = clock
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, tokens: TokenStore, *, timeout: float | None = None
+    ) -> Self:
+        """The client the settings describe, its refresh token kept in ``tokens``."""
+        return cls(
+            settings.orders_base_url,
+            settings.orders_client_id,
+            settings.orders_client_secret,
+            settings.orders_redirect_uri,
+            tokens,
+            timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+        )
 
     def __repr__(self) -> str:
         return f"OrdersPlatformClient(base_url={self.base_url!r})"

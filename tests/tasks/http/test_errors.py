@@ -9,7 +9,8 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from tasks.providers import (
+from tasks.http.base import error_from_response, parse_retry_after
+from tasks.http.errors import (
     ConflictError,
     NotFoundError,
     PermanentProviderError,
@@ -19,8 +20,6 @@ from tasks.providers import (
     RateLimitedError,
     TransientProviderError,
     UnknownOutcomeError,
-    error_from_response,
-    parse_retry_after,
 )
 
 

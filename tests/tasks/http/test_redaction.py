@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from tasks.providers import RewardCode, Secret
+from tasks.http.redaction import RewardCode, Secret
 
 
 def test_reward_code_repr_and_str_show_only_last_four() -> None:

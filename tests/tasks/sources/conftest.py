@@ -16,9 +16,9 @@ import pytest
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
-from tasks.providers.ignico import IgnicoClient
-from tasks.providers.orders_platform import OrdersPlatformClient
 from tasks.runtime import WorkerRuntime, build_runtime
+from tasks.sources.clients.ignico import IgnicoClient
+from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tasks.sources.common import SourceKeys
 from tasks.sources.emit import HttpEmitter
 from tasks.sources.orders_platform import SOURCE as ORDERS_SOURCE
@@ -87,12 +87,7 @@ def make_ignico(source_settings: Settings) -> Iterator[Callable[[], IgnicoClient
     made: list[IgnicoClient] = []
 
     def make() -> IgnicoClient:
-        client = IgnicoClient(
-            source_settings.ignico_base_url,
-            IGNICO_ID,
-            IGNICO_SECRET,
-            timeout=2.0,
-        )
+        client = IgnicoClient.from_settings(source_settings, timeout=2.0)
         made.append(client)
         return client
 
@@ -110,14 +105,7 @@ def make_orders(
     store = token_store(rt.redis, SourceKeys(rt.keys, ORDERS_SOURCE))
 
     def make() -> OrdersPlatformClient:
-        client = OrdersPlatformClient(
-            source_settings.orders_base_url,
-            ORDERS_ID,
-            ORDERS_SECRET,
-            ORDERS_REDIRECT,
-            store,
-            timeout=2.0,
-        )
+        client = OrdersPlatformClient.from_settings(source_settings, store, timeout=2.0)
         if not made:
             connect_with_code(client)
         made.append(client)

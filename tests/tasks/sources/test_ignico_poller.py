@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from sandboxes import SandboxControl
-from tasks.providers.ignico import IgnicoClient
 from tasks.runtime import WorkerRuntime
+from tasks.sources.clients.ignico import IgnicoClient
 from tasks.sources.common import SourceKeys
 from tasks.sources.emit import EmitError, EmitResult, HttpEmitter, RewardEvent
 from tasks.sources.ignico import event_id_for, poll_payouts, run_ignico, settle_payouts

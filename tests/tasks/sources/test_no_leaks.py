@@ -11,9 +11,9 @@ import pytest
 
 from sandboxes import SandboxControl
 from sandboxes.server import RunningServer
-from tasks.providers.ignico import IgnicoClient
-from tasks.providers.orders_platform import OrdersPlatformClient
 from tasks.runtime import WorkerRuntime
+from tasks.sources.clients.ignico import IgnicoClient
+from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tasks.sources.emit import HttpEmitter
 from tasks.sources.ignico import run_ignico
 from tasks.sources.orders_platform import run_orders

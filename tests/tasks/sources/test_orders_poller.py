@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from sandboxes import SandboxControl
 from sandboxes.server import RunningServer
-from tasks.providers.orders_platform import OrdersPlatformClient
 from tasks.runtime import WorkerRuntime
+from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tasks.sources.common import SourceKeys
 from tasks.sources.emit import EmitError, EmitResult, HttpEmitter, RewardEvent
 from tasks.sources.orders_platform import SOURCE, event_id_for, poll_orders

@@ -9,8 +9,8 @@ import pytest
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes import coniq as coniq_sandbox_app
 from sandboxes.server import RunningServer
-from tasks.providers.coniq import ConiqClient
-from tasks.providers.errors import ConflictError, ProviderAuthError, UnknownOutcomeError
+from tasks.http.errors import ConflictError, ProviderAuthError, UnknownOutcomeError
+from tasks.sources.clients.coniq import ConiqClient
 
 API_KEY = "test-coniq-key-5e0b1c"
 ASSIGN = "/subscription/*/reward"

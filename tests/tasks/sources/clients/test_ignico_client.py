@@ -8,13 +8,13 @@ import pytest
 
 from sandboxes import SandboxControl
 from sandboxes.server import RunningServer
-from tasks.providers.errors import (
+from tasks.http.errors import (
     ConflictError,
     NotFoundError,
     ProviderAuthError,
     TransientProviderError,
 )
-from tasks.providers.ignico import IgnicoClient
+from tasks.sources.clients.ignico import IgnicoClient
 from tests.source_seeds import IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET, IgnicoSeeder
 
 CLIENT_ID, CLIENT_SECRET = IGNICO_CLIENT_ID, IGNICO_CLIENT_SECRET

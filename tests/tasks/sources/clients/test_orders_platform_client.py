@@ -9,8 +9,8 @@ import pytest
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes.server import RunningServer
-from tasks.providers.errors import PermanentProviderError, ProviderAuthError
-from tasks.providers.orders_platform import OrdersPlatformClient
+from tasks.http.errors import PermanentProviderError, ProviderAuthError
+from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tests.source_seeds import MemoryTokenStore, connect_with_code, order_row, seed_orders
 
 CLIENT_ID = "test-orders-client-2f"
