@@ -29,7 +29,7 @@ import httpx
 import redis
 
 from rewardrelay.embedded import die_with_parent, redis_executable
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_YmVuY2gtc2VjcmV0LWZvci10aGUtZTJlLWJlbmNo"

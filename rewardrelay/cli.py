@@ -226,7 +226,7 @@ def _parse_since(raw: str | None) -> str | None:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from webhooks.signatures import signed_headers
+    from worker.signing import signed_headers
 
     settings, _env, base = _client_context(args)
     source: str = args.source

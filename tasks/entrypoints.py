@@ -27,6 +27,7 @@ from tasks.runtime import check_worker_settings, runtime
 from worker import observability
 from worker.celery_app import FULFIL_TASK, SWEEP_TASK
 from worker.config import Settings, SettingsError
+from worker.stores.models import UnitId
 
 __all__ = ["fulfil_reward", "sweep"]
 
@@ -60,7 +61,7 @@ def _bind_task_context(
         return
     unit_id = str(args[0])
     _task_context[task_id] = observability.bind_context(
-        event_id=unit_id.rsplit(":", 2)[0], unit_id=unit_id, task_id=task_id
+        event_id=UnitId.parse(unit_id).event_id, unit_id=unit_id, task_id=task_id
     )
 
 

@@ -33,7 +33,7 @@ from tasks.runtime import WorkerRuntime
 from tasks.sources import coniq_outbound
 from worker import metrics, observability
 from worker.stores.ledger import AttemptRecord, BeginDecision
-from worker.stores.models import Unit, UnitState
+from worker.stores.models import AttemptOutcome, Unit, UnitState
 
 __all__ = ["fulfil_unit", "Outcome"]
 
@@ -161,12 +161,12 @@ class _Attempt:
         self.rt, self.unit, self.number = rt, unit, number
         self.decision, self.started, self.task_id = decision, started, task_id
 
-    def _record(self, outcome: str, error: BaseException | None = None) -> AttemptRecord:
+    def _record(self, outcome: AttemptOutcome, error: BaseException | None = None) -> AttemptRecord:
         now = time.time()
         return AttemptRecord(
             attempt=self.number,
             at=round(self.started, 3),
-            mode=self.decision.value,
+            mode=self.decision,
             outcome=outcome,
             duration_ms=int((now - self.started) * 1000),
             error_type=type(error).__name__ if error else "",
@@ -191,7 +191,7 @@ class _Attempt:
                 )
             fields["next_attempt_at"] = next_at
             fields["round_attempts"] = 0  # the attempt budget counts consecutive failures
-            self._finish(UnitState.AWAITING_DELIVERY, "awaiting", fields, next_at)
+            self._finish(UnitState.AWAITING_DELIVERY, AttemptOutcome.AWAITING, fields, next_at)
             observability.unit_event(
                 "unit awaiting delivery",
                 self.unit,
@@ -208,7 +208,7 @@ class _Attempt:
         # unit is fulfilled (it drops it if the unit ends otherwise). A Redis SADD that
         # never raises; a no-op unless Coniq-sourced and configured.
         coniq_outbound.note_fulfilled(self.rt, self.unit)
-        if self._finish(UnitState.FULFILLED, "fulfilled", fields, None):
+        if self._finish(UnitState.FULFILLED, AttemptOutcome.FULFILLED, fields, None):
             metrics.unit_terminal(UnitState.FULFILLED, route["provider"])
         observability.unit_event(
             "unit fulfilled",
@@ -237,7 +237,7 @@ class _Attempt:
             "next_attempt_at": retry_at,
             "last_error": json.dumps(_error_summary(error)),
         }
-        outcome = "unknown" if state is UnitState.UNKNOWN else "retry"
+        outcome = AttemptOutcome.UNKNOWN if state is UnitState.UNKNOWN else AttemptOutcome.RETRY
         reason = str(getattr(error, "reason", "unexpected"))
         if self._finish(state, outcome, fields, retry_at, error=error):
             metrics.retry_scheduled(route["provider"], reason)
@@ -256,7 +256,7 @@ class _Attempt:
             self.unit.id,
             self.number,
             UnitState.IGNORED,
-            self._record("ignored"),
+            self._record(AttemptOutcome.IGNORED),
             now=now,
             next_check_at=None,
             fields={"ignored_by": rule},
@@ -268,7 +268,7 @@ class _Attempt:
 
     def unroutable(self) -> Outcome:
         now = time.time()
-        record = self._record("unroutable")
+        record = self._record(AttemptOutcome.UNROUTABLE)
         letter = self._letter("unroutable", "", "", None, now)
         done = self.rt.ledger.finish(
             self.unit.id,
@@ -301,7 +301,7 @@ class _Attempt:
             self.unit.id,
             self.number,
             UnitState.DEAD_LETTERED,
-            self._record("dead_letter", error),
+            self._record(AttemptOutcome.DEAD_LETTER, error),
             now=now,
             next_check_at=None,
             fields=fields,
@@ -336,7 +336,7 @@ class _Attempt:
     def _finish(
         self,
         state: UnitState,
-        outcome: str,
+        outcome: AttemptOutcome,
         fields: dict[str, str | float | int],
         next_check_at: float | None,
         error: BaseException | None = None,

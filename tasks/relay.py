@@ -35,6 +35,7 @@ from kombu.exceptions import KombuError
 from worker.celery_app import FULFIL_TASK, make_celery
 from worker.config import Settings
 from worker.stores.keys import Keys
+from worker.stores.models import UnitId
 from worker.stores.outbox import RELAY_GROUP, Outbox, OutboxEntry
 
 __all__ = [
@@ -146,7 +147,7 @@ class Dispatcher:
             # Their scores were pushed forward: the next sweep after stale_after retries them.
             log.warning("publish failed for %d due units; will retry", len(unit_ids), exc_info=True)
             return 0
-        self._outbox.mark_due_dispatched(unit_ids, now)
+        self._outbox.mark_dispatched(unit_ids, now)
         _log_published(unit_ids, "due")
         return len(unit_ids)
 
@@ -170,11 +171,10 @@ def _log_published(unit_ids: Sequence[str], origin: str) -> None:
     """DEBUG: one line per publish, carrying the ids a search follows (no payload)."""
     if log.isEnabledFor(logging.DEBUG):
         for unit_id in unit_ids:
-            event_id = unit_id.rsplit(":", 2)[0]
             log.debug(
                 "published unit from the %s",
                 origin,
-                extra={"unit_id": unit_id, "event_id": event_id},
+                extra={"unit_id": unit_id, "event_id": UnitId.parse(unit_id).event_id},
             )
 
 

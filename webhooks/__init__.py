@@ -15,10 +15,10 @@ from flask import Flask
 from tasks.routing import load_rules
 from webhooks.context import EXTENSION_KEY, EdgeContext, edge_context
 from webhooks.errors import register_error_handlers
-from webhooks.signatures import decode_secret
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
 from worker.observability import configure_logging, init_sentry, skip_unused_record_fields
+from worker.signing import decode_secret
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 

@@ -29,9 +29,9 @@ from marshmallow import ValidationError
 from webhooks.context import EdgeContext, edge_context
 from webhooks.errors import ProblemError
 from webhooks.schemas import Event, load_event
-from webhooks.signatures import SignatureError, verify
 from webhooks.units import canonical_json, fingerprint, units_for
 from worker import metrics, observability
+from worker.signing import SignatureError, verify
 from worker.stores.inbox import InboxOutcome
 
 __all__ = ["bp", "MAX_JSON_DEPTH", "RETRY_AFTER_SECONDS"]

@@ -60,7 +60,7 @@ MAX_TEXT_CHARS = 200
 CONIQ_TYPES = ("reward.issued", "offer.redeemed", "transaction.created", "points.updated")
 _CONIQ_FAMILIES = re.compile(r"(customer|subscription)\.[a-z][a-z0-9_]{0,39}\Z")
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,39}(\.[a-z][a-z0-9_]{0,39}){1,3}\Z")
-# Same alphabet as webhook-id (signatures._ID): the two must be equal.
+# Same alphabet as webhook-id (worker.signing._ID): the two must be equal.
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,200}\Z")
 _PRODUCT = re.compile(r"[0-9]{1,18}/[\x21-\x7e]{1,100}\Z")
 

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 
 __all__ = ["LoadResult", "make_event", "run_load", "signed_request"]
 

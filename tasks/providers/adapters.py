@@ -19,6 +19,7 @@ from tasks.providers.ifeelgoods import IfeelgoodsClient, IfeelgoodsUser, Redempt
 from tasks.providers.rewardops import Member, Order, RewardOpsClient
 from tasks.routing import Route
 from worker.stores.ledger import BeginDecision
+from worker.stores.models import UnitId
 
 __all__ = [
     "IfeelgoodsAdapter",
@@ -37,8 +38,8 @@ def provider_key(unit_id: str) -> str:
     Follows Ifeelgoods' suggested ``order_id`` scheme for multi-unit orders; the two
     numeric suffixes make it injective, so distinct units never share a key.
     """
-    event_id, line, index = unit_id.rsplit(":", 2)
-    return f"{event_id}-{line}-{index}"
+    unit = UnitId.parse(unit_id)
+    return f"{unit.event_id}-{unit.line}-{unit.index}"
 
 
 class ResultKind(enum.StrEnum):

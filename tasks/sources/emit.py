@@ -7,17 +7,13 @@ as for any internal producer. Event ids are deterministic per source item, so a 
 emit is answered ``200 duplicate`` and can never grant a second reward.
 
 Signing follows Standard Webhooks v1 (DESIGN.md "Events"). It is re-implemented here in a
-few lines rather than imported from ``webhooks.signatures`` because imports point one way
+few lines rather than imported from ``worker.signing`` because imports point one way
 (``webhooks → tasks → worker``); the tests prove the edge's verifier accepts it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Mapping
@@ -27,19 +23,19 @@ from typing import Any, Protocol
 
 import httpx
 
+from worker.signing import signed_headers
+
 __all__ = [
     "EmitError",
     "EmitResult",
     "Emitter",
     "HttpEmitter",
     "RewardEvent",
-    "sign_headers",
     "source_time",
 ]
 
 EMIT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)  # seconds; the edge answers in milliseconds
 EVENTS_PATH = "/events"
-SECRET_PREFIX = "whsec_"
 MAX_ERROR_DETAIL = 200  # characters of an edge error body kept for logs
 ITEM_REFUSALS = frozenset({400, 422})  # the edge refused this event's body, not the setup
 SOURCE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # Ignico (providers.md 4.4) and seed 001 stamps
@@ -116,28 +112,6 @@ class Emitter(Protocol):
     def __call__(self, event: RewardEvent) -> EmitResult: ...
 
 
-def sign_headers(raw: bytes, secret: str, msg_id: str, timestamp: int) -> dict[str, str]:
-    """Standard Webhooks v1 headers for ``raw`` signed with one ``whsec_`` secret.
-
-    Raises:
-        ValueError: the secret is not ``whsec_<base64>``.
-    """
-    encoded = secret.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except binascii.Error as exc:
-        raise ValueError("event secret is not valid base64") from exc
-    if not key:
-        raise ValueError("empty event secret")
-    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + raw, hashlib.sha256).digest()
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + base64.b64encode(digest).decode("ascii"),
-    }
-
-
 class HttpEmitter:
     """POST events to ``{receiver_url}/events``, signed with the first ``EVENT_SECRETS`` one.
 
@@ -163,7 +137,7 @@ class HttpEmitter:
             EmitError: the event was not taken; ``retryable`` unless refused for itself.
         """
         raw = json.dumps(event.to_json(), separators=(",", ":")).encode()
-        headers = sign_headers(raw, self._secret, event.id, int(time.time()))
+        headers = signed_headers(raw, self._secret, event.id, int(time.time()))
         try:
             response = self._http.post(self._url, content=raw, headers=headers)
         except httpx.TransportError as exc:

@@ -40,7 +40,7 @@ from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRE
 from tests.fuzz.conftest import budget
 from webhooks import openapi
 from webhooks.errors import PROBLEM_BASE
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger

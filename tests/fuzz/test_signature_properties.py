@@ -1,4 +1,4 @@
-"""Properties of the Standard Webhooks verifier (``webhooks.signatures``), pure functions.
+"""Properties of the Standard Webhooks verifier (``worker.signing``), pure functions.
 
 tests/webhooks/test_signatures.py pins the spec vector, the reference library and one
 example per refusal, plus a garbage-header property over a few header names. Here:
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.fuzz.conftest import budget
-from webhooks.signatures import (
+from worker.signing import (
     MAX_ID_CHARS,
     SignatureError,
     decode_secret,

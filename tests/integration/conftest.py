@@ -39,9 +39,9 @@ from tests.conftest import (
     redis_url,
 )
 from webhooks import create_app
-from webhooks.signatures import signed_headers
 from worker.celery_app import make_celery
 from worker.config import Settings
+from worker.signing import signed_headers
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys

@@ -68,8 +68,8 @@ from tests.integration.conftest import (
     coniq_reward,
     internal_grant,
 )
-from webhooks.signatures import signed_headers
 from worker.config import Settings
+from worker.signing import signed_headers
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
 from tests.integration.conftest import IFG_SECRET, ROPS_SECRET, Stack, coniq_reward
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 
 pytestmark = pytest.mark.integration
 

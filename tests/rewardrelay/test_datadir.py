@@ -8,8 +8,8 @@ import os
 import stat
 
 from rewardrelay.datadir import SECRET_VARIABLES, DataDir
-from webhooks.signatures import decode_secret
 from worker.config import Settings
+from worker.signing import decode_secret
 
 
 def test_generates_secrets_once_and_reuses_them(tmp_path):

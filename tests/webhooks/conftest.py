@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from webhooks import create_app
-from webhooks.signatures import sign
 from worker.config import Settings
+from worker.signing import sign
 
 _DROP = object()
 

@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from rewardrelay.embedded import EmbeddedRedis
 from webhooks import create_app
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.outbox import Outbox
@@ -138,7 +138,7 @@ def test_returns_202_for_redelivery_until_units_are_dispatched_then_200(
     # when the relay has published every unit
     outbox = Outbox(redis_client, Keys(key_prefix))
     for unit_id in outbox_units(redis_client, key_prefix):
-        outbox.mark_dispatched(unit_id, time.time())
+        outbox.mark_dispatched([unit_id], time.time())
     again = signed_post(client, "/events", event)
     # then the redelivery is a duplicate
     assert again.status_code == 200

@@ -118,11 +118,11 @@ def test_redelivery_is_pending_until_every_unit_is_dispatched_then_duplicate(inb
     # then it is still pending
     assert accept(inbox, "evt_dup", units=2) is InboxOutcome.PENDING
     # when one unit is published
-    assert outbox.mark_dispatched("evt_dup:0:0", NOW + 1) is True
+    assert outbox.mark_dispatched(["evt_dup:0:0"], NOW + 1)[0] is True
     # then still pending
     assert accept(inbox, "evt_dup", units=2) is InboxOutcome.PENDING
     # when the last unit is published
-    assert outbox.mark_dispatched("evt_dup:0:1", NOW + 1) is True
+    assert outbox.mark_dispatched(["evt_dup:0:1"], NOW + 1)[0] is True
     # then a redelivery is a duplicate
     assert accept(inbox, "evt_dup", units=2) is InboxOutcome.DUPLICATE
 
@@ -142,8 +142,8 @@ def test_mark_dispatched_counts_each_unit_once(inbox, outbox, redis_client, keys
     # given an accepted event with two units
     accept(inbox, "evt_mark", units=2)
     # when one unit is marked twice
-    first = outbox.mark_dispatched("evt_mark:0:0", NOW + 1)
-    second = outbox.mark_dispatched("evt_mark:0:0", NOW + 2)
+    first = outbox.mark_dispatched(["evt_mark:0:0"], NOW + 1)[0]
+    second = outbox.mark_dispatched(["evt_mark:0:0"], NOW + 2)[0]
     # then only the first counts
     assert (first, second) == (True, False)
     assert redis_client.hget(keys.event("evt_mark"), "undispatched") == b"1"
@@ -154,7 +154,7 @@ def test_mark_dispatched_counts_each_unit_once(inbox, outbox, redis_client, keys
 def test_mark_dispatched_of_unknown_unit_is_false_and_writes_nothing(outbox, redis_client, keys):
     # given no such unit
     # when
-    done = outbox.mark_dispatched("evt_ghost:0:0", NOW)
+    done = outbox.mark_dispatched(["evt_ghost:0:0"], NOW)[0]
     # then
     assert done is False
     assert redis_client.exists(keys.unit("evt_ghost:0:0")) == 0
@@ -184,7 +184,7 @@ def test_same_id_with_other_body_or_source_conflicts(inbox, redis_client, keys, 
 def test_conflict_is_reported_even_after_dispatch(inbox, outbox):
     # given an accepted, fully dispatched event
     accept(inbox, "evt_cd", units=1)
-    outbox.mark_dispatched("evt_cd:0:0", NOW + 1)
+    outbox.mark_dispatched(["evt_cd:0:0"], NOW + 1)
     # when the id is reused with another body
     outcome = accept(inbox, "evt_cd", units=1, body={"id": "evt_cd", "other": True})
     # then

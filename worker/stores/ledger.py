@@ -20,7 +20,7 @@ import redis
 
 from worker.stores.codec import text, text_map
 from worker.stores.keys import Keys
-from worker.stores.models import Unit, UnitState
+from worker.stores.models import AttemptOutcome, Unit, UnitState
 
 __all__ = ["Ledger", "Begin", "BeginDecision", "AttemptRecord"]
 
@@ -125,8 +125,8 @@ class AttemptRecord:
 
     attempt: int
     at: float
-    mode: str
-    outcome: str
+    mode: BeginDecision  # submit | lookup | follow
+    outcome: AttemptOutcome
     duration_ms: int = 0
     error_type: str = ""
     reason: str = ""
@@ -241,9 +241,6 @@ class Ledger:
         """The issued reward codes. Callers must mask them before showing anything."""
         raw = self.field(unit_id, "codes")
         return list(json.loads(raw)) if raw else []
-
-    def live_count(self) -> int:
-        return int(self._redis.zcard(self._keys.live))
 
     def due(self, now: float | None = None, limit: int = 100) -> list[str]:
         now = time.time() if now is None else now

@@ -1,4 +1,4 @@
-"""Ledger vocabulary: unit states and the typed view of a unit entry."""
+"""Ledger vocabulary: unit ids, unit states, attempt outcomes and the typed view of a unit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,31 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["UnitState", "TERMINAL_STATES", "UnitSpec", "Unit"]
+__all__ = ["UnitId", "UnitState", "AttemptOutcome", "TERMINAL_STATES", "UnitSpec", "Unit"]
+
+
+@dataclass(frozen=True)
+class UnitId:
+    """A unit's deterministic key ``{event id}:{line}:{index}``, built and parsed only here.
+
+    Event ids may themselves contain ``:``; line and index never do, so the key is split
+    from the right.
+    """
+
+    event_id: str
+    line: int
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.event_id}:{self.line}:{self.index}"
+
+    @classmethod
+    def parse(cls, text: str) -> UnitId:
+        """Raises ValueError when ``text`` is not ``{event id}:{line}:{index}``."""
+        event_id, line, index = text.rsplit(":", 2)
+        if not event_id or not line.isdigit() or not index.isdigit():
+            raise ValueError(f"not a unit id: {text!r}")
+        return cls(event_id, int(line), int(index))
 
 
 class UnitState(enum.StrEnum):
@@ -24,6 +48,18 @@ class UnitState(enum.StrEnum):
     IGNORED = "ignored"  # a recorded event type that no rule asks us to act on
 
 
+class AttemptOutcome(enum.StrEnum):
+    """How one attempt ended, as kept in the unit's attempt history."""
+
+    FULFILLED = "fulfilled"
+    AWAITING = "awaiting"  # the provider accepted; delivery is polled
+    RETRY = "retry"  # transient failure, next attempt scheduled
+    UNKNOWN = "unknown"  # the provider may have committed: look up before resubmitting
+    IGNORED = "ignored"
+    UNROUTABLE = "unroutable"
+    DEAD_LETTER = "dead_letter"
+
+
 TERMINAL_STATES = frozenset(
     {UnitState.FULFILLED, UnitState.DEAD_LETTERED, UnitState.UNROUTABLE, UnitState.IGNORED}
 )
@@ -38,11 +74,8 @@ class UnitSpec:
     match: dict[str, str] = field(default_factory=dict)
 
     def unit_id(self, event_id: str) -> str:
-        """The deterministic unit key ``{event id}:{line}:{index}``."""
-        return f"{event_id}:{self.line}:{self.index}"
-
-    def to_json(self) -> str:
-        return json.dumps({"line": self.line, "index": self.index, "match": self.match})
+        """The deterministic unit key (see :class:`UnitId`)."""
+        return str(UnitId(event_id, self.line, self.index))
 
 
 @dataclass(frozen=True)

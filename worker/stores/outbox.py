@@ -86,17 +86,13 @@ class Outbox:
         due = self._take_due(keys=[self._keys.live], args=[now, until, limit])
         return [text(raw) for raw in due]
 
-    def mark_dispatched(self, unit_id: str, now: float) -> bool:
-        """Record that the unit's task was published; True the first time."""
-        done = self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")])
-        return bool(done)
-
-    def mark_due_dispatched(self, unit_ids: Sequence[str], now: float) -> None:
-        """Record the due units' publish in one round trip (no transaction needed)."""
+    def mark_dispatched(self, unit_ids: Sequence[str], now: float) -> list[bool]:
+        """Record that the units' tasks were published, in one round trip (no transaction
+        needed); for each unit, True the first time."""
         pipe = self._redis.pipeline(transaction=False)
         for unit_id in unit_ids:
             self._mark_in(pipe, unit_id, now)
-        pipe.execute()
+        return [bool(done) for done in pipe.execute()]
 
     def settle(self, published: Sequence[OutboxEntry], empty: Sequence[bytes], now: float) -> None:
         """Mark the published units dispatched and acknowledge and delete their entries.
@@ -117,7 +113,7 @@ class Outbox:
         pipe.execute()
 
     def _mark_in(self, pipe: redis.client.Pipeline, unit_id: str, now: float) -> None:
-        """Queue :meth:`mark_dispatched` on ``pipe`` (the caller executes it)."""
+        """Queue one unit's dispatch mark on ``pipe`` (the caller executes it)."""
         self._mark(keys=[self._keys.unit(unit_id)], args=[now, self._keys.event("")], client=pipe)
 
 

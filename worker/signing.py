@@ -1,4 +1,4 @@
-"""Stage 2 of the edge flow: verify a Standard Webhooks v1 signature over the raw body.
+"""Standard Webhooks v1 signing and verifying: stage 2 of the edge, and the sources' signer.
 
 The signed content is ``{webhook-id}.{webhook-timestamp}.{raw body}``; the signature is
 HMAC-SHA256 keyed with the base64-decoded part of a ``whsec_`` secret. The
@@ -7,8 +7,9 @@ versions are ignored), and any active secret may match, so secrets can be rotate
 running an old and a new one side by side. The timestamp must lie within the tolerance
 both ways, which bounds replays of a captured request.
 
-Everything here is pure (no Flask, no I/O) so it can be property-tested and reused by the
-``rewardrelay send`` command.
+Everything here is pure (no Flask, no I/O) so it can be property-tested, and it lives in
+``worker`` (the bottom layer) so the edge (verify), the source pollers and ``rewardrelay
+send`` (sign) share one implementation without an import pointing up.
 """
 
 from __future__ import annotations
