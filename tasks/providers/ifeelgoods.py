@@ -194,31 +194,6 @@ class IfeelgoodsClient(ProviderClient):
         """
         self._send("GET", "/accounts/me", headers=self._auth_headers())
 
-    def create_redemption(
-        self,
-        promotion_id: int,
-        order_id: str,
-        user: IfeelgoodsUser | None = None,
-        reward_sku: str | None = None,
-    ) -> Redemption:
-        """Create a ``pending`` redemption, or find the one with this ``order_id``.
-
-        providers.md 1.6: 201 new, 200 existing ("create or find").
-
-        Raises:
-            UnknownOutcomeError: timeout/5xx; call again or :meth:`find_by_order_id`.
-            NotFoundError: unknown promotion or SKU.
-            PermanentProviderError: invalid user or request.
-        """
-        payload: dict[str, Any] = {"order_id": order_id}
-        if user is not None:
-            payload["user"] = user.to_json()
-        if reward_sku is not None:
-            payload["reward"] = {"sku": reward_sku}
-        return self._post_redemption(
-            self._path("/promotions/{}/redemptions", promotion_id), payload
-        )
-
     def create_and_redeem(
         self, promotion_id: int, reward_sku: str, order_id: str, user: IfeelgoodsUser
     ) -> Redemption:

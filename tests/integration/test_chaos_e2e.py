@@ -57,6 +57,7 @@ from sandboxes import SandboxControl
 from tasks.providers.adapters import provider_key
 from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
+from tests.ifeelgoods_staging import create_pending_redemption
 from tests.integration.conftest import (
     AMQP_URL,
     IFG_KEY,
@@ -676,7 +677,7 @@ def _leave_half_done_orders(stack: ChaosStack, planned: list[Planned], rng: rand
                 quantity = int(item.event["data"]["rewards"][0]["quantity"])
             for index in range(quantity):
                 key = provider_key(f"{item.id}:0:{index}")
-                client.create_redemption(GIFT_PROMOTION_ID, key)
+                create_pending_redemption(client, GIFT_PROMOTION_ID, key)
                 created += 1
     return created
 

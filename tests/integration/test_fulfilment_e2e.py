@@ -13,6 +13,7 @@ import pytest
 
 from tasks.providers.adapters import provider_key
 from tasks.providers.ifeelgoods import IfeelgoodsClient
+from tests.ifeelgoods_staging import create_pending_redemption
 from tests.integration.conftest import IFG_KEY, IFG_SECRET, Stack, coniq_reward, internal_grant
 
 pytestmark = pytest.mark.integration
@@ -107,7 +108,7 @@ def test_if_match_races_are_re_read_and_retried(
     event = coniq_reward()
     key = provider_key(f"{event['id']}:0:0")
     client = IfeelgoodsClient(f"{sandboxes_running[0].url}/fulfillment/v2", IFG_KEY, IFG_SECRET)
-    pending = client.create_redemption(1, key)
+    pending = create_pending_redemption(client, 1, key)
     ifeelgoods.set_faults(
         {
             "method": "POST",

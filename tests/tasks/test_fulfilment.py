@@ -23,6 +23,7 @@ from tasks.providers.ifeelgoods import IfeelgoodsClient
 from tasks.runtime import WorkerRuntime, build_runtime
 from tasks.sources.coniq_outbound import SOURCE as OUTBOUND
 from tasks.sources.coniq_outbound import OutboundKeys
+from tests.ifeelgoods_staging import create_pending_redemption
 from worker.config import Settings
 from worker.stores.models import UnitSpec, UnitState
 
@@ -271,7 +272,7 @@ def test_a_pending_redemption_under_the_key_is_redeemed_with_if_match_through_a_
     # the first redeem of it loses an If-Match race
     unit_id = _accept(rt, {"offer_id": "1001"})
     client = IfeelgoodsClient(f"{sandbox_urls[0]}/fulfillment/v2", "k", "s-secret")
-    pending = client.create_redemption(1, provider_key(unit_id))
+    pending = create_pending_redemption(client, 1, provider_key(unit_id))
     assert not pending.is_redeemed
     controls[0].set_faults(
         {

@@ -19,6 +19,7 @@ from tasks.providers import (
     UnknownOutcomeError,
     VersionConflictError,
 )
+from tests.ifeelgoods_staging import create_pending_redemption
 
 PROMOTION_ID = 1
 SKU = "AMZ-25USD-US"
@@ -64,11 +65,11 @@ def test_create_and_redeem_for_other_user_raises_conflict_user_mismatch(
     assert caught.value.reason == "user_mismatch" and caught.value.status_code == 409
 
 
-def test_create_redemption_then_ensure_redeemed_attaches_codes(
+def test_a_pending_redemption_is_redeemed_by_ensure_redeemed_with_codes(
     ifeelgoods_client: IfeelgoodsClient, user: IfeelgoodsUser
 ) -> None:
     # given
-    pending = ifeelgoods_client.create_redemption(PROMOTION_ID, "ord-p", user, SKU)
+    pending = create_pending_redemption(ifeelgoods_client, PROMOTION_ID, "ord-p", user, SKU)
     # when
     redeemed = ifeelgoods_client.ensure_redeemed(pending.id, user, current=pending)
     # then
@@ -100,7 +101,7 @@ def test_redeem_with_stale_version_raises_precondition_failed(
     ifeelgoods_client: IfeelgoodsClient, user: IfeelgoodsUser
 ) -> None:
     # given
-    pending = ifeelgoods_client.create_redemption(PROMOTION_ID, "ord-v", user, SKU)
+    pending = create_pending_redemption(ifeelgoods_client, PROMOTION_ID, "ord-v", user, SKU)
     # when / then
     with pytest.raises(PreconditionFailedError):
         ifeelgoods_client.redeem(pending.id, user, version=pending.version + 5)
@@ -110,7 +111,7 @@ def test_ensure_redeemed_rereads_after_412_race_and_succeeds(
     ifeelgoods_client: IfeelgoodsClient, user: IfeelgoodsUser, ifeelgoods_sandbox: SandboxControl
 ) -> None:
     # given
-    pending = ifeelgoods_client.create_redemption(PROMOTION_ID, "ord-race", user, SKU)
+    pending = create_pending_redemption(ifeelgoods_client, PROMOTION_ID, "ord-race", user, SKU)
     ifeelgoods_sandbox.set_faults(
         {"method": "POST", "path": REDEEM_ACTION, "kind": "precondition_race", "times": 2}
     )
@@ -128,7 +129,7 @@ def test_ensure_redeemed_raises_version_conflict_when_every_attempt_races(
     ifeelgoods_client: IfeelgoodsClient, user: IfeelgoodsUser, ifeelgoods_sandbox: SandboxControl
 ) -> None:
     # given
-    pending = ifeelgoods_client.create_redemption(PROMOTION_ID, "ord-ex", user, SKU)
+    pending = create_pending_redemption(ifeelgoods_client, PROMOTION_ID, "ord-ex", user, SKU)
     ifeelgoods_sandbox.set_faults(
         {"method": "POST", "path": REDEEM_ACTION, "kind": "precondition_race"}
     )
@@ -160,7 +161,7 @@ def test_ensure_redeemed_on_canceled_redemption_is_permanent(
     ifeelgoods_client: IfeelgoodsClient, user: IfeelgoodsUser
 ) -> None:
     # given
-    pending = ifeelgoods_client.create_redemption(PROMOTION_ID, "ord-cx", user, SKU)
+    pending = create_pending_redemption(ifeelgoods_client, PROMOTION_ID, "ord-cx", user, SKU)
     ifeelgoods_client.cancel(pending.id, version=pending.version)
     # when
     with pytest.raises(PermanentProviderError) as caught:
@@ -272,7 +273,7 @@ def test_409_conflict_name_means_reload_and_maps_to_precondition_failed(
 ) -> None:
     """providers.md 1.5: 409 conflict = 'already modified, please reload'."""
     # given
-    pending = ifeelgoods_client.create_redemption(PROMOTION_ID, "ord-409", user, SKU)
+    pending = create_pending_redemption(ifeelgoods_client, PROMOTION_ID, "ord-409", user, SKU)
     ifeelgoods_sandbox.set_faults(
         {"path": REDEEM_ACTION, "kind": "permanent", "status": 409, "error": "conflict", "times": 1}
     )

@@ -8,6 +8,7 @@ tracebacks, the raised exceptions and the returned objects' reprs for every secr
 
 from __future__ import annotations
 
+import functools
 import logging
 import traceback
 
@@ -21,6 +22,7 @@ from tasks.providers import (
     ProviderError,
     VersionConflictError,
 )
+from tests.ifeelgoods_staging import create_pending_redemption
 
 IFG_POST = "/fulfillment/v2/promotions/*"
 REDEEM_ACTION = "/fulfillment/v2/redemptions/*/actions/redeem"
@@ -96,7 +98,9 @@ def test_faulty_run_logs_no_secret_token_or_code(
 
     # when
     redeemed = attempt(ifg.create_and_redeem, 1, "AMZ-25USD-US", "ord-leak", user)
-    pending = attempt(ifg.create_redemption, 1, "ord-leak-2", user, "AMZ-25USD-US")
+    pending = attempt(
+        functools.partial(create_pending_redemption, ifg), 1, "ord-leak-2", user, "AMZ-25USD-US"
+    )
     with pytest.raises(VersionConflictError) as conflict:
         ifg.ensure_redeemed(pending.id, user, current=pending)
     raised.append(conflict.value)
