@@ -25,6 +25,7 @@ import schemathesis
 from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
+from requests.structures import CaseInsensitiveDict
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -44,7 +45,7 @@ from worker.signing import signed_headers
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 
 CHECKS = [
     not_a_server_error,
@@ -77,11 +78,13 @@ def assert_typed_problem(response: Any, *statuses: int) -> dict[str, Any]:
 
 def without_authorization(case: schemathesis.Case) -> None:
     """Drop the Authorization header schemathesis generated from the security scheme."""
-    case.headers = {
-        name: value
-        for name, value in (case.headers or {}).items()
-        if name.lower() != "authorization"
-    }
+    case.headers = CaseInsensitiveDict(
+        {
+            name: value
+            for name, value in (case.headers or {}).items()
+            if name.lower() != "authorization"
+        }
+    )
 
 
 @pytest.fixture
@@ -104,7 +107,7 @@ def known_ids(app: Flask) -> None:
     for letter in LETTERS:
         begun = ledger.begin(letter, now=now, lease_seconds=60.0)
         record = AttemptRecord(
-            attempt=begun.attempt, at=now, mode=begun.decision.value, outcome="dead_letter"
+            attempt=begun.attempt, at=now, mode=begun.decision, outcome=AttemptOutcome.DEAD_LETTER
         )
         assert ledger.finish(
             letter,

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from sandboxes import SandboxControl, serve_in_thread
 from sandboxes.ifeelgoods import create_app as ifeelgoods_app
@@ -146,16 +146,17 @@ class Stack:
         self.broker = "redis"
         self._stop = threading.Event()
         self._relay: threading.Thread | None = None
-        self._edge = None
+        self._edge: BaseWSGIServer | None = None
         self.edge_url = ""
         self.http = httpx.Client(timeout=10)
 
     # processes -----------------------------------------------------------------------
     def start_edge(self) -> None:
         app = create_app(self.settings)
-        self._edge = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
-        threading.Thread(target=self._edge.serve_forever, daemon=True).start()
-        self.edge_url = f"http://127.0.0.1:{self._edge.server_port}"
+        edge = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
+        self._edge = edge
+        threading.Thread(target=edge.serve_forever, daemon=True).start()
+        self.edge_url = f"http://127.0.0.1:{edge.server_port}"
 
     def start_web_process(self, workers: int = 2) -> subprocess.Popen[bytes]:
         """The receiver as production runs it: gunicorn with gunicorn.conf.py, its own

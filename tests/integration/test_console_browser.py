@@ -144,7 +144,8 @@ def test_operator_signs_in_filters_and_replays_a_dead_letter_to_fulfilment(
     driver.execute_script("document.querySelector('main form input[name=csrf_token]').remove()")
     driver.find_element(By.XPATH, "//button[text()='Yes, replay']").click()
     _wait_for(lambda: "Form refused" in driver.page_source, "the CSRF refusal")
-    assert stack.dead_letters.get(letter_id).status.value == "waiting"
+    letter = stack.dead_letters.get(letter_id)
+    assert letter is not None and letter.status.value == "waiting"
 
     # when the fault is cleared and the operator confirms the replay
     ifeelgoods.clear_faults()

@@ -30,7 +30,7 @@ def test_event_whose_relay_died_before_publishing_is_fulfilled_by_the_beat_sweep
     event = coniq_reward()
     assert stack.send(event).status_code == 202
     stack.redis.xgroup_create(stack.keys.outbox, RELAY_GROUP, id="0", mkstream=True)
-    read = stack.redis.xreadgroup(RELAY_GROUP, "relay-that-dies", {stack.keys.outbox: ">"})
+    read: Any = stack.redis.xreadgroup(RELAY_GROUP, "relay-that-dies", {stack.keys.outbox: ">"})
     assert len(read[0][1]) == 1
 
     # when the sender redelivers before anything was published

@@ -16,6 +16,7 @@ from sandboxes import orders_platform as orders_sandbox_app
 from sandboxes import serve_in_thread
 from sandboxes.server import RunningServer
 from worker.config import Settings, SettingsError
+from worker.stores.codec import text
 
 CLIENT_ID = "test-connect-client-1"
 CLIENT_SECRET = "test-connect-secret-88e1"
@@ -68,7 +69,7 @@ def test_connect_stores_the_refresh_token_in_redis(
     key = f"{connect_settings.key_prefix}:source:orders-platform:token:refresh"
     token = redis_client.get(key)
     assert token
-    assert token.decode() not in capsys.readouterr().out
+    assert text(token) not in capsys.readouterr().out
 
 
 def test_a_redirect_with_a_foreign_state_is_refused(

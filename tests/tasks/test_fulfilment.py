@@ -304,8 +304,14 @@ def test_a_worker_dying_before_fulfilled_is_written_still_leaves_the_coniq_recor
 ) -> None:
     # given recording back in Coniq is on, and the worker dies right after Ifeelgoods
     # issued the reward, before the ledger's FULFILLED write
-    recording = {"coniq_api_key": "ck-1", "coniq_record_offer_id": "9001"}
-    coniq_rt = build_runtime(replace(rt.settings, **recording, task_lease_seconds=1))
+    coniq_rt = build_runtime(
+        replace(
+            rt.settings,
+            coniq_api_key="ck-1",
+            coniq_record_offer_id="9001",
+            task_lease_seconds=1,
+        )
+    )
     unit_id = _accept(coniq_rt, {"offer_id": "1001"})
     pending = OutboundKeys(coniq_rt.keys, OUTBOUND).pending
     real_finish = coniq_rt.ledger.finish

@@ -22,8 +22,8 @@ from tasks.relay import RELAY_GROUP, Dispatcher, celery_publisher
 from worker.celery_app import FULFIL_TASK, make_celery
 from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
-from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.ledger import AttemptRecord, BeginDecision, Ledger
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 
 NOW = 1_800_000_000.0
 ACCEPT_STALE = 45.0  # the edge's stale_after: when an accepted unit first becomes due
@@ -278,7 +278,12 @@ def test_publish_due_skips_units_that_left_the_live_set(inbox, redis_client, key
         unit_ids[0],
         begun.attempt,
         UnitState.FULFILLED,
-        AttemptRecord(attempt=begun.attempt, at=NOW, mode="submit", outcome="fulfilled"),
+        AttemptRecord(
+            attempt=begun.attempt,
+            at=NOW,
+            mode=BeginDecision.SUBMIT,
+            outcome=AttemptOutcome.FULFILLED,
+        ),
         now=NOW,
         next_check_at=None,
     )

@@ -15,7 +15,7 @@ from webhooks.admin import REPLAY_RATE_PER_SECOND
 from worker.stores.dead_letters import DeadLetters, LetterStatus
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 
 PROBLEM = "https://rewardrelay.dev/problems/"
 CODE = "ABCD-1234-SECRET"
@@ -51,8 +51,8 @@ class Seed:
         record = AttemptRecord(
             attempt=begun.attempt,
             at=at,
-            mode=begun.decision.value,
-            outcome=outcome,
+            mode=begun.decision,
+            outcome=AttemptOutcome(outcome),
             reason=outcome,
             status_code=503 if outcome == "retry" else None,
         )

@@ -31,7 +31,7 @@ def _csrf(html: str) -> str:
     return match.group(1)
 
 
-def _sign_in(client, token: str, next_path: str = "") -> object:
+def _sign_in(client, token: str, next_path: str = ""):
     page = client.get("/admin/sign-in")
     return client.post(
         "/admin/sign-in",

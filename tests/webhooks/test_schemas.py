@@ -195,7 +195,7 @@ def _mutations(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     def replace(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
         event = copy.deepcopy(base)
         if not path:
-            return value  # type: ignore[no-any-return]
+            return value
         node: Any = event
         for step in path[:-1]:
             node = node[step]

@@ -8,7 +8,7 @@ from worker.stores.dead_letters import DeadLetters, LetterStatus, ReplayResult
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, BeginDecision, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 
 NOW = 1_800_000_000.0
 LEASE = 60.0
@@ -77,7 +77,14 @@ def fail(
         unit_id,
         begun.attempt,
         state,
-        AttemptRecord(attempt=begun.attempt, at=at - 1, mode=begun.decision.value, outcome=reason),
+        AttemptRecord(
+            attempt=begun.attempt,
+            at=at - 1,
+            mode=begun.decision,
+            outcome=AttemptOutcome.UNROUTABLE
+            if state is UnitState.UNROUTABLE
+            else AttemptOutcome.DEAD_LETTER,
+        ),
         now=at,
         next_check_at=None,
         fields={"provider": provider, "dead_letter_id": unit_id},

@@ -11,7 +11,7 @@ from worker.stores.dead_letters import DeadLetters, LetterStatus
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, BeginDecision, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 
 NOW = 1_800_000_000.0
 LEASE = 60.0
@@ -44,8 +44,10 @@ def unit_id(redis_client, keys) -> str:
     return UNIT
 
 
-def record(attempt: int, outcome: str = "retry", **extra) -> AttemptRecord:
-    return AttemptRecord(attempt=attempt, at=NOW, mode="submit", outcome=outcome, **extra)
+def record(attempt: int, outcome: str = AttemptOutcome.RETRY, **extra) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=attempt, at=NOW, mode=BeginDecision.SUBMIT, outcome=AttemptOutcome(outcome), **extra
+    )
 
 
 def move_to(ledger: Ledger, unit_id: str, state: UnitState, *, next_at: float = 0.0) -> int:

@@ -14,6 +14,7 @@ from tasks.sources.emit import EmitError, EmitResult, HttpEmitter, RewardEvent
 from tasks.sources.ignico import event_id_for, poll_payouts, run_ignico, settle_payouts
 from tests.source_seeds import IgnicoSeeder
 from tests.tasks.sources.conftest import event_ids
+from worker.stores.codec import text_map
 from worker.stores.models import UnitState
 
 TRANSACTIONS = "/api/v1/users/wallets/transactions"
@@ -107,7 +108,7 @@ def test_restart_mid_page_neither_skips_nor_repeats(
     assert not resumed.stopped and resumed.emitted == 4 and resumed.duplicates == 0
     assert first.sent + second.sent == [event_id_for(tx) for tx in ids]
     watermark = rt.redis.hgetall(SourceKeys(rt.keys, "ignico").watermark)
-    assert watermark[b"last_id"].decode() == ids[-1]
+    assert text_map(watermark)["last_id"] == ids[-1]
 
 
 def test_restart_after_ignico_failed_on_a_later_page_resumes_there(

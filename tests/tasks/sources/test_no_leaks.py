@@ -19,6 +19,7 @@ from tasks.sources.ignico import run_ignico
 from tasks.sources.orders_platform import run_orders
 from tests.source_seeds import IgnicoSeeder, order_row, seed_orders
 from tests.tasks.sources.conftest import IGNICO_SECRET, ORDERS_SECRET
+from worker.stores.codec import text
 
 
 def test_source_runs_log_no_secret_token_or_code(
@@ -55,6 +56,6 @@ def test_source_runs_log_no_secret_token_or_code(
     sensitive |= set(orders_server.state.refresh_tokens)
     stored = rt.redis.get(f"{rt.keys.prefix}:source:orders-platform:token:refresh")
     assert stored is not None
-    sensitive.add(stored.decode())
+    sensitive.add(text(stored))
     logged = caplog.text + "".join(repr(r.args) for r in caplog.records)
     assert not [value for value in sensitive if value in logged]
