@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # particular) may import names from ``webhooks`` itself.
     from webhooks import admin, console, health, ingest, openapi, prometheus
 
+    openapi.document_bytes()  # a broken package fails here, not on the first request
     app.register_blueprint(ingest.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(prometheus.bp)

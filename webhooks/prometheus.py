@@ -29,30 +29,3 @@ def scrape() -> Response:
         live_units=lambda: int(ctx.redis.zcard(ctx.keys.live)),
     )
     return Response(metrics.render(store), mimetype=None, content_type=metrics.CONTENT_TYPE)
-
-
-def _describe() -> None:
-    from webhooks import openapi
-
-    openapi.PATHS["/metrics"] = {
-        "get": {
-            "summary": "Prometheus metrics (text exposition format), all processes summed",
-            "tags": ["operations"],
-            "description": "Counters and histograms from every web and worker process when "
-            "PROMETHEUS_MULTIPROC_DIR is set (each process's own otherwise), plus gauges "
-            "read from Redis at scrape time: rewardrelay_events_{received,accepted,"
-            "duplicate,rejected}_total, rewardrelay_units_terminal_total, "
-            "rewardrelay_provider_call_seconds, rewardrelay_retries_total, "
-            "rewardrelay_unit_pickup_delay_seconds, rewardrelay_dead_letters_waiting, "
-            "rewardrelay_units_live, rewardrelay_store_up.",
-            "responses": {
-                "200": {
-                    "description": "The exposition.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    }
-
-
-_describe()

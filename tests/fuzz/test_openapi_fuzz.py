@@ -34,9 +34,6 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-import webhooks.admin  # noqa: F401  (adds the admin operations to the document)
-import webhooks.console  # noqa: F401  (adds the console's pages)
-import webhooks.prometheus  # noqa: F401  (adds /metrics)
 from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
 from tests.fuzz.conftest import budget
 from webhooks import openapi

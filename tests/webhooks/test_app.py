@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from webhooks import create_app, openapi
+from webhooks import create_app
 from webhooks.context import EdgeContext
 from worker.config import SettingsError
 
@@ -102,18 +102,6 @@ def test_openapi_describes_every_endpoint_with_problems_and_signature_headers(cl
     assert "Problem" in document["components"]["schemas"]
     refs = _refs(document)
     assert refs <= {f"#/components/schemas/{name}" for name in document["components"]["schemas"]}
-
-
-def test_openapi_paths_can_be_extended_by_other_modules(client):
-    # given another module registering its endpoint
-    openapi.PATHS["/extra"] = {"get": {"responses": {"200": {"description": "ok"}}}}
-    try:
-        # when
-        document = client.get("/openapi.json").get_json()
-    finally:
-        del openapi.PATHS["/extra"]
-    # then
-    assert "/extra" in document["paths"]
 
 
 def _refs(node: object) -> set[str]:

@@ -1,0 +1,106 @@
+"""The packaged OpenAPI document against the app it describes.
+
+The description is data (``webhooks/openapi.json``), so nothing in the code keeps it in
+step by construction: these tests do. Every route Flask serves is an operation of the
+document and every operation is a route Flask serves; the limits it states are the
+constants the code enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from webhooks import admin, console, openapi
+from webhooks.schemas import CONIQ_TYPES, MAX_QUANTITY, MAX_UNITS_PER_EVENT
+from worker.stores.models import UnitState
+
+# Methods every route has without declaring them (answered by Flask itself).
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+
+
+def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"  # shared by the path's operations, not one of them
+    }
+
+
+def served_operations(app: Flask) -> set[tuple[str, str]]:
+    """(METHOD, OpenAPI path) of every route but static files (CSS, not an API)."""
+    return {
+        (method, openapi_path(rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.rpartition(".")[2] != "static"
+        for method in (rule.methods or set()) - IMPLICIT_METHODS
+    }
+
+
+def openapi_path(rule: str) -> str:
+    """Flask's ``/a/<path:b>`` as OpenAPI's ``/a/{b}``."""
+    parts = []
+    for part in rule.split("/"):
+        if part.startswith("<") and part.endswith(">"):
+            part = "{" + part[1:-1].rpartition(":")[2] + "}"
+        parts.append(part)
+    return "/".join(parts)
+
+
+def test_the_document_describes_exactly_the_routes_flask_serves(app, client):
+    # given the document the app serves, and the routes Flask dispatches
+    document = client.get("/openapi.json").get_json()
+    documented = documented_operations(document)
+    served = served_operations(app)
+    # then neither has an operation the other lacks
+    assert served - documented == set(), "routes missing from webhooks/openapi.json"
+    assert documented - served == set(), "operations in webhooks/openapi.json nothing serves"
+
+
+def test_the_served_document_is_the_packaged_file_unchanged(client):
+    # given / when
+    response = client.get("/openapi.json")
+    # then the bytes of the package's file, as JSON, and the same on every request
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.get_data() == openapi.document_bytes()
+    assert client.get("/openapi.json").get_data() == response.get_data()
+    assert response.get_json() == openapi.document()
+
+
+def test_document_copies_are_independent():
+    # given a caller that changes its copy
+    first = openapi.document()
+    first["paths"].clear()
+    # then the next caller still gets the whole document
+    assert openapi.document()["paths"]
+
+
+def _schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = openapi.document()["components"]["schemas"][name]
+    return schema
+
+
+def test_the_limits_the_document_states_are_the_ones_the_code_enforces():
+    document = openapi.document()
+    rewards = _schema("RewardGrantedData")["properties"]["rewards"]
+    assert rewards["maxItems"] == MAX_UNITS_PER_EVENT
+    assert _schema("RewardLine")["properties"]["quantity"]["maximum"] == MAX_QUANTITY
+    for coniq_type in CONIQ_TYPES:
+        assert coniq_type in _schema("ConiqEvent")["description"]
+    assert set(_schema("Unit")["properties"]["state"]["enum"]) == {s.value for s in UnitState}
+    limit = next(
+        p for p in document["paths"]["/dead-letters"]["get"]["parameters"] if p["name"] == "limit"
+    )
+    assert limit["schema"]["maximum"] == admin.BULK_REPLAY_MAX
+    age = next(
+        p
+        for p in document["paths"]["/admin/dead-letters"]["get"]["parameters"]
+        if p["name"] == "age"
+    )
+    assert all(choice in age["schema"]["description"] for choice in console.AGE_FILTERS)
+    assert document["components"]["securitySchemes"]["consoleSession"]["name"] == (
+        console.SESSION_COOKIE_NAME
+    )
