@@ -7,6 +7,11 @@
     POST   /dead-letters/replay            bulk replay by filter, dry_run, rate-capped
     DELETE /dead-letters/{id}              discard (recorded in the audit log)
 
+Request bodies (bulk replay, discard) are read by ``jsonbody.read_admin_body``: JSON
+objects only, unknown keys and wrong types refused naming the field. A bulk replay
+requires a body (``{}`` replays with the defaults): an empty or lost body must not turn
+into "everything, for real". A discard's body (a reason) is optional.
+
 The edge never calls a provider: a replay only moves the unit back onto the ledger's
 schedule, and the scheduler publishes it. Reusing the unit's key is what makes a replay
 unable to issue a second reward.
@@ -15,15 +20,22 @@ unable to issue a second reward.
 from __future__ import annotations
 
 import hmac
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from werkzeug.routing import PathConverter
 
+from tasks.routing import PROVIDERS
 from webhooks.errors import ProblemError
+from webhooks.jsonbody import read_admin_body, string_keys
+from webhooks.schemas import MAX_TEXT_CHARS, SOURCES
 from worker.stores.dead_letters import DeadLetters, ReplayResult
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import Ledger
@@ -36,6 +48,26 @@ F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
 # A bulk replay is spread over time so a fixed provider is not hit by a thundering herd.
 REPLAY_RATE_PER_SECOND = 20.0
 BULK_REPLAY_MAX = 1000  # letters per bulk request
+DEFAULT_LIMIT = 100  # letters a listing or bulk replay covers unless told otherwise
+
+
+class UnitIdConverter(PathConverter):
+    """A unit (and dead-letter) id, ``{event id}:{line}:{index}``: event ids may hold
+    ``/``, so it spans segments like ``path``, but it must end in ``:<line>:<index>``.
+
+    That is what keeps ``/dead-letters/replay`` (the bulk replay) from also reading as
+    the letter named ``replay`` for GET and DELETE: no letter has that id, so the router
+    answers 405 (POST only) instead of looking one up.
+    """
+
+    regex = "[^/].*?:[0-9]+:[0-9]+"
+    part_isolating = False
+
+
+@bp.record_once
+def _register_converter(state: BlueprintSetupState) -> None:
+    # Recorded before the routes below, so it runs before their rules are added.
+    state.app.url_map.converters["unit_id"] = UnitIdConverter
 
 
 def mask_code(code: str) -> str:
@@ -123,51 +155,118 @@ def get_fulfillment(event_id: str) -> ResponseReturnValue:
     )
 
 
-def _filters(args: Any) -> dict[str, Any]:
-    since_raw = args.get("since")
-    since: float | None = None
-    if since_raw not in (None, ""):
+class FiniteNumber(fields.Field[float]):
+    """A finite number: a JSON number, or a string holding one (query values, and what
+    ``rewardrelay dlq`` sends); never NaN or an infinity."""
+
+    default_error_messages = {"invalid": "Must be a finite number (Unix seconds)."}
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self.make_error("invalid")
         try:
-            since = float(since_raw)
-        except (TypeError, ValueError):
-            raise ProblemError(
-                400,
-                "invalid-filter",
-                "since must be a Unix timestamp in seconds.",
-                errors={"since": ["must be a number"]},
-            ) from None
-    limit_raw = args.get("limit")
-    limit = 100
-    if limit_raw not in (None, ""):
-        try:
-            limit = int(limit_raw)
-        except (TypeError, ValueError):
-            limit = -1
-        if not 1 <= limit <= BULK_REPLAY_MAX:
-            raise ProblemError(
-                400,
-                "invalid-filter",
-                f"limit must be an integer from 1 to {BULK_REPLAY_MAX}.",
-                errors={"limit": ["out of range"]},
-            )
-    return {
-        "source": args.get("source") or None,
-        "provider": args.get("provider") or None,
-        "reason": args.get("reason") or None,
-        "since": since,
-        "limit": limit,
-    }
+            number = float(value)
+        except (ValueError, OverflowError):  # "yesterday"; an int past float's range
+            raise self.make_error("invalid") from None
+        if not math.isfinite(number):
+            raise self.make_error("invalid")
+        return number
+
+
+class StrictBoolean(fields.Field[bool]):
+    """``true`` or ``false`` only: ``"yes"`` or ``1`` must not turn a dry run into a real one."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+def _one_of(choices: tuple[str, ...]) -> validate.OneOf:
+    return validate.OneOf(choices, error="Must be one of: {choices}.")
+
+
+class FilterSchema(Schema):
+    """Which waiting letters a listing or a bulk replay covers (all when empty)."""
+
+    class Meta:
+        unknown = RAISE
+
+    source = fields.String(allow_none=True, validate=_one_of(SOURCES))
+    provider = fields.String(allow_none=True, validate=_one_of(PROVIDERS))
+    reason = fields.String(allow_none=True, validate=validate.Length(min=1, max=MAX_TEXT_CHARS))
+    since = FiniteNumber(allow_none=True)
+    limit = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=BULK_REPLAY_MAX))
+
+
+class BulkReplaySchema(FilterSchema):
+    """``POST /dead-letters/replay``: the filters, a strict ``dry_run`` and an integer limit."""
+
+    limit = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(min=1, max=BULK_REPLAY_MAX)
+    )
+    dry_run = StrictBoolean(load_default=False)
+
+
+class DiscardSchema(Schema):
+    """``DELETE /dead-letters/{id}``: an optional reason, kept in the audit log."""
+
+    class Meta:
+        unknown = RAISE
+
+    reason = fields.String(validate=validate.Length(max=MAX_TEXT_CHARS))
+
+
+_QUERY_FILTERS = FilterSchema()
+_BULK_REPLAY = BulkReplaySchema()
+_DISCARD = DiscardSchema()
+
+
+def _query_filters() -> dict[str, Any]:
+    """The listing's filters from the query string (empty values mean no filter).
+
+    Raises:
+        ProblemError: 422 ``invalid-filter`` naming each bad filter.
+    """
+    given = {name: value for name, value in request.args.items() if value != ""}
+    try:
+        loaded: dict[str, Any] = _QUERY_FILTERS.load(given, unknown=EXCLUDE)
+    except ValidationError as exc:
+        raise _invalid_filter(exc) from None
+    return _filters(loaded)
+
+
+def _filters(loaded: Mapping[str, Any]) -> dict[str, Any]:
+    """``DeadLetters.iter_waiting`` arguments (None: no filter; 100 letters by default)."""
+    filters = {name: loaded.get(name) for name in ("source", "provider", "reason", "since")}
+    return {**filters, "limit": loaded.get("limit") or DEFAULT_LIMIT}
+
+
+def _invalid_filter(exc: ValidationError) -> ProblemError:
+    names = ", ".join(sorted(str(name) for name in exc.messages))
+    return ProblemError(
+        422,
+        "invalid-filter",
+        f"Invalid filter: {names}; see errors.",
+        errors=string_keys(exc.messages),
+    )
 
 
 @bp.get("/dead-letters")
 @require_admin
 def list_dead_letters() -> ResponseReturnValue:
     _, _, letters = _stores()
-    items = [letter.to_dict() for letter in letters.iter_waiting(**_filters(request.args))]
+    items = [letter.to_dict() for letter in letters.iter_waiting(**_query_filters())]
     return jsonify(items=items, count=len(items))
 
 
-@bp.get("/dead-letters/<path:letter_id>")
+@bp.get("/dead-letters/<unit_id:letter_id>")
 @require_admin
 def get_dead_letter(letter_id: str) -> ResponseReturnValue:
     _, ledger, letters = _stores()
@@ -178,7 +277,7 @@ def get_dead_letter(letter_id: str) -> ResponseReturnValue:
     return jsonify({**letter.to_dict(), "attempts": ledger.attempts(letter_id)})
 
 
-@bp.post("/dead-letters/<path:letter_id>/replay")
+@bp.post("/dead-letters/<unit_id:letter_id>/replay")
 @require_admin
 def replay_dead_letter(letter_id: str) -> ResponseReturnValue:
     _, _, letters = _stores()
@@ -195,20 +294,9 @@ def replay_dead_letter(letter_id: str) -> ResponseReturnValue:
 @bp.post("/dead-letters/replay")
 @require_admin
 def replay_dead_letters() -> ResponseReturnValue:
-    body = request.get_json(silent=True)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise ProblemError(400, "invalid-body", "The body must be a JSON object of filters.")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ProblemError(
-            422,
-            "validation-failed",
-            "dry_run must be a boolean.",
-            errors={"dry_run": ["must be a boolean"]},
-        )
-    filters = _filters({k: "" if v is None else str(v) for k, v in body.items() if k != "dry_run"})
+    body = read_admin_body(_BULK_REPLAY, empty=None)
+    dry_run: bool = body["dry_run"]
+    filters = _filters(body)
     _, _, letters = _stores()
     matched = list(letters.iter_waiting(**filters))
     now = time.time()
@@ -221,14 +309,13 @@ def replay_dead_letters() -> ResponseReturnValue:
     return jsonify(dry_run=dry_run, matched=len(matched), replayed=replayed)
 
 
-@bp.delete("/dead-letters/<path:letter_id>")
+@bp.delete("/dead-letters/<unit_id:letter_id>")
 @require_admin
 def discard_dead_letter(letter_id: str) -> ResponseReturnValue:
+    reason: str = read_admin_body(_DISCARD, empty={}).get("reason", "")
     _, _, letters = _stores()
     if letters.get(letter_id) is None:
         raise ProblemError(404, "dead-letter-not-found", f"No dead letter has id {letter_id!r}.")
-    body = request.get_json(silent=True)
-    reason = str(body.get("reason", "")) if isinstance(body, dict) else ""
     if not letters.discard(letter_id, now=time.time(), actor="admin-api", reason=reason):
         raise ProblemError(
             409, "dead-letter-not-waiting", f"Dead letter {letter_id!r} was already handled."

@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import redis
 from flask import Blueprint, Response, g, request
@@ -28,6 +28,15 @@ from marshmallow import ValidationError
 
 from webhooks.context import EdgeContext, edge_context
 from webhooks.errors import ProblemError
+from webhooks.jsonbody import (
+    JSON_MIMETYPE,
+    MAX_JSON_DEPTH,
+    MalformedJson,
+    malformed,
+    parse_strict,
+    string_keys,
+)
+from webhooks.paths import fulfillment_path
 from webhooks.schemas import Event, load_event
 from webhooks.units import canonical_json, fingerprint, units_for
 from worker import metrics, observability
@@ -39,11 +48,8 @@ __all__ = ["bp", "MAX_JSON_DEPTH", "RETRY_AFTER_SECONDS"]
 log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
 
-# Deepest JSON nesting accepted: deeper documents are abuse and would risk RecursionError.
-MAX_JSON_DEPTH = 32
 # How long a sender should wait before retrying when the store is unavailable.
 RETRY_AFTER_SECONDS = 5
-JSON_MIMETYPE = "application/json"
 SIGNATURE_HEADER_NAMES = ("webhook-id", "webhook-timestamp", "webhook-signature")
 SOURCES = {"ingest.receive_coniq": "coniq", "ingest.receive_event": "internal"}
 # A webhook-id worth logging with a refusal: printable ASCII without spaces, bounded.
@@ -81,7 +87,7 @@ def _ingest(ctx: EdgeContext, source: str, secrets: Sequence[str]) -> tuple[Resp
             422,
             "validation-failed",
             "The event does not match the schema; see errors.",
-            errors=_string_keys(exc.messages),
+            errors=string_keys(exc.messages),
         ) from None
     if event.id != meta.id:
         raise ProblemError(422, "id-mismatch", "webhook-id must equal the event's id.")
@@ -133,7 +139,7 @@ def _store(ctx: EdgeContext, source: str, event: Event, document: Any) -> tuple[
     # ACCEPTED, or PENDING: seen before but not yet published, so the sender's retry is
     # answered exactly like the first delivery.
     response = _answer("accepted", event.id)
-    response.headers["Location"] = f"/fulfillments/{event.id}"
+    response.headers["Location"] = fulfillment_path(event.id)
     return response, 202
 
 
@@ -180,10 +186,26 @@ def _read_body(limit: int) -> bytes:
         raise ProblemError(415, "unsupported-media-type", f"Content-Type must be {JSON_MIMETYPE}.")
     # Read one byte past the limit so a body without (or with a lying) Content-Length is
     # still caught without buffering more than that.
-    raw = request.stream.read(limit + 1)
+    raw = _body_stream().read(limit + 1)
     if len(raw) > limit:
         raise _too_large(limit)
     return raw
+
+
+def _body_stream() -> IO[bytes]:
+    """The stream to read the body from, able to tell "too large" from "exactly the cap".
+
+    For a chunked body (no Content-Length) werkzeug's ``request.stream`` stops at the
+    app's MAX_CONTENT_LENGTH without saying whether more was sent, so an oversized body
+    arrived truncated and failed its signature (401 instead of 413). A server that sets
+    ``wsgi.input_terminated`` (gunicorn, werkzeug's) ends its input at the last chunk, so
+    reading it directly, one byte past the cap, is safe and tells the two apart.
+    """
+    environ = request.environ
+    if request.content_length is None and environ.get("wsgi.input_terminated"):
+        stream: IO[bytes] = environ["wsgi.input"]
+        return stream
+    return request.stream
 
 
 def _signature_headers() -> dict[str, str]:
@@ -199,66 +221,13 @@ def _too_large(limit: int) -> ProblemError:
     return ProblemError(413, "payload-too-large", f"The body must be at most {limit} bytes.")
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        raise ValueError("duplicate object key")
-    return document
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _parse_json(raw: bytes) -> Any:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, bounded nesting.
+    """Strict JSON (``jsonbody.parse_strict``): no infinities, no duplicate keys.
 
     Raises:
         ProblemError: 400 ``malformed-json``.
     """
     try:
-        document = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicate_keys,
-            parse_constant=_reject_constant,
-        )
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeError too
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ProblemError(
-            400, "malformed-json", f"The body is not valid JSON: {reason}."
-        ) from None
-    # Nesting needs an opening bracket per level: a body with few brackets (any reward
-    # event) cannot be too deep, and counting bytes is far cheaper than walking the tree.
-    brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets > MAX_JSON_DEPTH and _depth(document) > MAX_JSON_DEPTH:
-        raise ProblemError(
-            400, "malformed-json", f"The body nests deeper than {MAX_JSON_DEPTH} levels."
-        )
-    return document
-
-
-def _depth(document: Any) -> int:
-    """Nesting depth of a parsed JSON document, without recursion."""
-    deepest, stack = 0, [(document, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children: list[Any] = list(node.values())
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_JSON_DEPTH:
-            return deepest
-        stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def _string_keys(messages: Any) -> Any:
-    """Marshmallow keys list errors by int; JSON (and sorted dumps) want strings."""
-    if isinstance(messages, dict):
-        return {str(key): _string_keys(value) for key, value in messages.items()}
-    if isinstance(messages, list):
-        return [_string_keys(value) for value in messages]
-    return messages
+        return parse_strict(raw)
+    except MalformedJson as exc:
+        raise malformed(exc) from None

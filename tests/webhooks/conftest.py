@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from webhooks import create_app
@@ -137,3 +139,17 @@ def coniq_event_fixture() -> Any:
 @pytest.fixture(name="internal_event", scope="session")
 def internal_event_fixture() -> Any:
     return internal_event
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """The app behind a real HTTP server (werkzeug's, threaded) on a free loopback port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()

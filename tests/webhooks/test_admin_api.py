@@ -12,6 +12,7 @@ import time
 import pytest
 
 from webhooks.admin import REPLAY_RATE_PER_SECOND
+from webhooks.paths import dead_letter_path
 from worker.stores.dead_letters import DeadLetters, LetterStatus
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
@@ -262,7 +263,7 @@ def letters(seed) -> dict[str, str]:
         ("?reason=retries-exhausted", "bc"),
         ("?source=internal&provider=ifeelgoods", "c"),
         ("?limit=3", "abc"),
-        ("?source=email", ""),
+        ("?source=&provider=&reason=&since=&limit=", "abcd"),
     ],
 )
 def test_list_dead_letters_applies_filters(client, admin, letters, query, expected):
@@ -287,14 +288,26 @@ def test_list_dead_letters_filters_by_since(client, admin, seed, letters):
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("?since=yesterday", "since"), ("?limit=0", "limit"), ("?limit=x", "limit")],
+    [
+        ("?since=yesterday", "since"),
+        ("?since=nan", "since"),
+        ("?since=NaN", "since"),
+        ("?since=inf", "since"),
+        ("?since=-Infinity", "since"),
+        ("?since=1e400", "since"),
+        ("?limit=0", "limit"),
+        ("?limit=x", "limit"),
+        ("?limit=1001", "limit"),
+        ("?source=email", "source"),
+        ("?provider=amazon", "provider"),
+    ],
 )
-def test_list_dead_letters_rejects_bad_filters(client, admin, query, field):
+def test_list_dead_letters_rejects_bad_filters(client, admin, letters, query, field):
     # given / when
     response = client.get(f"/dead-letters{query}", headers=admin)
-    # then
-    body = assert_problem(response, 400, "invalid-filter")
-    assert field in body["errors"]
+    # then the filter is named, rather than silently matching nothing (or everything)
+    body = assert_problem(response, 422, "invalid-filter")
+    assert list(body["errors"]) == [field]
 
 
 def test_show_dead_letter_includes_attempt_history(client, admin, seed):
@@ -394,9 +407,19 @@ def test_bulk_replay_applies_filters(client, admin, seed, letters):
     ("payload", "status", "slug"),
     [
         ({"dry_run": "yes"}, 422, "validation-failed"),
-        ([1, 2], 400, "invalid-body"),
-        ({"since": "last week"}, 400, "invalid-filter"),
-        ({"limit": 5000}, 400, "invalid-filter"),
+        ({"dry_run": 1}, 422, "validation-failed"),
+        ({"dryrun": True}, 422, "validation-failed"),
+        ([1, 2], 422, "validation-failed"),
+        ("everything", 422, "validation-failed"),
+        ({"since": "last week"}, 422, "validation-failed"),
+        ({"since": "nan"}, 422, "validation-failed"),
+        ({"since": 10**400}, 422, "validation-failed"),
+        ({"limit": 5000}, 422, "validation-failed"),
+        ({"limit": 5.5}, 422, "validation-failed"),
+        ({"limit": "10"}, 422, "validation-failed"),
+        ({"source": "email"}, 422, "validation-failed"),
+        ({"provider": ["ifeelgoods"]}, 422, "validation-failed"),
+        ({"reason": 7}, 422, "validation-failed"),
     ],
 )
 def test_bulk_replay_rejects_bad_requests(client, admin, seed, letters, payload, status, slug):
@@ -433,3 +456,129 @@ def test_discard_is_recorded_then_conflicts(client, admin, seed, letters):
     assert_problem(again, 409, "dead-letter-not-waiting")
     assert_problem(replay, 409, "dead-letter-not-waiting")
     assert seed.ledger.get(letter_id).state is UnitState.DEAD_LETTERED
+
+
+# --- admin JSON bodies (issue 16 §2.1) -----------------------------------------------------
+
+BULK = "/dead-letters/replay"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status", "slug"),
+    [
+        # what `curl -d dry_run=true` sends
+        ("application/x-www-form-urlencoded", b"dry_run=true", 415, "unsupported-media-type"),
+        ("text/plain", b"{}", 415, "unsupported-media-type"),
+        (None, b"{}", 415, "unsupported-media-type"),
+        ("application/json", b"{", 400, "malformed-json"),
+        ("application/json", b'{"reason": "a\x00b"}', 400, "malformed-json"),
+        ("application/json", b"\x00", 400, "malformed-json"),
+        ("application/json", b'{"since": 1e400}', 400, "malformed-json"),
+        ("application/json", b'{"since": -1e400}', 400, "malformed-json"),
+        ("application/json", b'{"since": NaN}', 400, "malformed-json"),
+        ("application/json", b'{"since": Infinity}', 400, "malformed-json"),
+        ("application/json", b'{"dry_run": true, "dry_run": false}', 400, "malformed-json"),
+        ("application/json", b"\xff\xfe{}", 400, "malformed-json"),
+        ("application/json", b"[" * 40 + b"]" * 40, 400, "malformed-json"),
+        ("application/json", b"null", 422, "validation-failed"),
+        ("application/json", b"", 400, "body-required"),
+        (None, b"", 400, "body-required"),
+    ],
+)
+def test_bulk_replay_refuses_every_body_that_is_not_a_json_object_and_replays_nothing(
+    client, admin, seed, letters, content_type, raw, status, slug
+):
+    # given four waiting letters
+    # when the bulk replay is sent something that is not a JSON object of filters
+    headers = dict(admin)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = client.post(BULK, headers=headers, data=raw)
+    # then it is refused as a typed problem and not read as "no filters, for real"
+    assert_problem(response, status, slug)
+    assert seed.letters.waiting_count() == 4
+
+
+def test_bulk_replay_names_an_unknown_key(client, admin, seed, letters):
+    # given / when a misspelt dry run
+    response = client.post(BULK, headers=admin, json={"dryrun": True})
+    # then the key is named, and nothing was replayed
+    body = assert_problem(response, 422, "validation-failed")
+    assert body["errors"] == {"dryrun": ["Unknown field."]}
+    assert "dryrun" in body["detail"]
+    assert seed.letters.waiting_count() == 4
+
+
+def test_bulk_replay_with_an_empty_object_uses_the_defaults(client, admin, seed, letters):
+    # given four waiting letters
+    # when the defaults are asked for explicitly
+    response = client.post(BULK, headers=admin, json={})
+    # then all are replayed for real
+    assert response.status_code == 200
+    assert response.get_json()["replayed"] == [letters[k] for k in "abcd"]
+    assert seed.letters.waiting_count() == 0
+
+
+def test_bulk_replay_takes_what_the_cli_sends(client, admin, seed, letters):
+    # given the body `rewardrelay dlq replay --all --since ...` sends (since as a string)
+    since = seed.letters.get(letters["c"]).created_at
+    payload = {"since": str(since), "provider": "ifeelgoods", "dry_run": True, "limit": 10}
+    # when
+    response = client.post(BULK, headers=admin, json=payload)
+    # then
+    assert response.status_code == 200
+    assert response.get_json() == {"dry_run": True, "matched": 1, "replayed": [letters["c"]]}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status", "slug"),
+    [
+        ("application/x-www-form-urlencoded", b"reason=x", 415, "unsupported-media-type"),
+        ("application/json", b'{"reason": ', 400, "malformed-json"),
+        ("application/json", b'{"reason": "x", "n": 1e400}', 400, "malformed-json"),
+        ("application/json", b'{"why": "x"}', 422, "validation-failed"),
+        ("application/json", b'{"reason": 7}', 422, "validation-failed"),
+        ("application/json", b'{"reason": "' + b"x" * 201 + b'"}', 422, "validation-failed"),
+        ("application/json", b'["x"]', 422, "validation-failed"),
+    ],
+)
+def test_discard_refuses_a_bad_body_and_keeps_the_letter(
+    client, admin, seed, letters, content_type, raw, status, slug
+):
+    # given a waiting letter
+    letter_id = letters["a"]
+    # when its discard carries a body that is not a valid one
+    response = client.delete(
+        f"/dead-letters/{letter_id}",
+        headers={**admin, "Content-Type": content_type},
+        data=raw,
+    )
+    # then it is refused, and the letter still waits
+    assert_problem(response, status, slug)
+    assert seed.letters.get(letter_id).status is LetterStatus.WAITING
+
+
+# --- routing (issue 16 §2.8) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "PUT"])
+def test_the_bulk_replay_path_is_not_read_as_a_letter_named_replay(client, admin, letters, method):
+    # given / when a method other than POST on the bulk replay path
+    response = client.open(BULK, method=method, headers=admin)
+    # then the router refuses it, rather than looking up (or discarding) a letter "replay"
+    assert_problem(response, 405, "method-not-allowed")
+    assert "POST" in response.headers["Allow"]
+    assert "GET" not in response.headers["Allow"]
+
+
+def test_letter_ids_with_reserved_characters_round_trip_quoted(client, admin, seed):
+    # given a letter whose event id holds every character a URL treats specially
+    event_id = "evt/a%2Fb?c=1#frag"
+    letter_id = seed.letter(event_id, time.time() - 5, source="coniq", provider="ifeelgoods")
+    path = dead_letter_path(letter_id)
+    # when it is read and discarded through its quoted path
+    shown = client.get(path, headers=admin)
+    discarded = client.delete(path, headers=admin, json={"reason": "test"})
+    # then both reached that letter
+    assert shown.status_code == 200 and shown.get_json()["id"] == letter_id
+    assert discarded.get_json() == {"id": letter_id, "status": "discarded"}

@@ -7,6 +7,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
@@ -58,7 +59,7 @@ def test_returns_202_and_stores_one_unit_for_coniq_reward_issued(
     # then it is accepted, stored once and queued in the outbox
     assert response.status_code == 202
     assert response.get_json() == {"status": "accepted", "id": event["id"]}
-    assert response.headers["Location"] == f"/fulfillments/{event['id']}"
+    assert response.headers["Location"] == f"/fulfillments/{event['id']}"  # nothing to quote
     stored = Inbox(redis_client, Keys(key_prefix)).get(event["id"])
     assert stored is not None
     assert (stored.source, stored.type, stored.body) == ("coniq", "reward.issued", event)
@@ -316,6 +317,10 @@ def test_accepts_json_content_type_with_charset(client, signed_post, internal_ev
         pytest.param(b'\xff{"id": 1}', "utf-8", id="not-utf8"),
         pytest.param(b'{"id": "a", "id": "b"}', "duplicate object key", id="duplicate-key"),
         pytest.param(b'{"amount": NaN}', "NaN is not JSON", id="nan"),
+        pytest.param(b'{"amount": -Infinity}', "-Infinity is not JSON", id="infinity"),
+        pytest.param(b'{"amount": 1e400}', "out of range", id="float-overflow"),
+        pytest.param(b'{"amount": -1e400}', "out of range", id="negative-overflow"),
+        pytest.param(b'{"n": ' + b"9" * 5000 + b"}", "", id="int-over-digit-limit"),
         pytest.param(b"[" * 40 + b"]" * 40, "deeper than 32", id="too-deep"),
         pytest.param(b"[" * 100_000 + b"]" * 100_000, "", id="absurdly-deep"),
     ],
@@ -327,6 +332,17 @@ def test_returns_400_for_malformed_json(client, signed_post, raw, reason):
     # then
     body = assert_problem(response, 400, "malformed-json")
     assert reason in body["detail"]
+
+
+def test_a_signed_event_carrying_1e400_is_refused_not_a_500(client, signed_post, coniq_event):
+    # given a valid, signed event with a number that only fits as infinity, anywhere
+    raw = json.dumps(coniq_event()).encode().replace(b'"offer_id": 1001', b'"offer_id": 1e400')
+    assert b"1e400" in raw
+    # when it is delivered (a sender retries a 5xx forever)
+    response = signed_post(client, "/webhooks/coniq", raw)
+    # then a typed 400 the sender stops on, and nothing stored
+    body = assert_problem(response, 400, "malformed-json")
+    assert "finite" in body["detail"]
 
 
 def test_returns_422_with_field_errors(client, signed_post, internal_event):
@@ -498,3 +514,64 @@ def test_signed_random_input_never_gets_a_500(client, signed_post, path, field, 
     response = signed_post(client, path, event, msg_id="evt_prop")
     # then the edge answers with a typed outcome, never an internal error
     assert response.status_code in {200, 202, 400, 422}, response.get_data(as_text=True)
+
+
+# --- ids that need quoting, chunked bodies: through a real HTTP server -------------------------
+
+
+@pytest.mark.parametrize("event_id", ["evt/a%2Fb?c=1#d", "evt%41", "evt?x", "evt#1", "..", "a//b/"])
+def test_location_is_quoted_and_leads_to_the_event_over_real_http(
+    live_url, settings, internal_event, event_id
+):
+    # given an event whose id holds characters a URL gives meaning to
+    event = internal_event(event_id)
+    raw = json.dumps(event).encode()
+    headers = signed_headers(raw, settings.event_secrets[0], event_id)
+    admin = {"Authorization": f"Bearer {settings.admin_token}"}
+    with httpx.Client(base_url=live_url, timeout=5) as http:
+        # when it is accepted, and its Location is followed by a real client
+        accepted = http.post("/events", content=raw, headers=headers)
+        location = accepted.headers["Location"]
+        followed = http.get(location, headers=admin)
+    # then the Location is one quoted segment and names exactly that event
+    assert accepted.status_code == 202
+    assert location.startswith("/fulfillments/") and "/" not in location[len("/fulfillments/") :]
+    assert not {"?", "#"} & set(location)
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["event_id"] == event_id
+
+
+def _chunks(raw: bytes, size: int = 1000) -> Iterator[bytes]:
+    for start in range(0, len(raw), size):
+        yield raw[start : start + size]
+
+
+def test_chunked_body_over_the_limit_gets_413_not_401_over_real_http(live_url, settings):
+    # given a correctly signed body one byte over MAX_BODY_BYTES, sent chunked (no length)
+    limit = settings.max_body_bytes
+    raw = b'{"pad": "' + b"x" * (limit - 10) + b'"}'
+    assert len(raw) == limit + 1
+    headers = signed_headers(raw, settings.event_secrets[0], "evt_chunked")
+    with httpx.Client(base_url=live_url, timeout=10) as http:
+        # when
+        response = http.post("/events", content=_chunks(raw), headers=headers)
+    # then it is refused for its size, before the signature is looked at
+    assert "content-length" not in {name.lower() for name in response.request.headers}
+    assert response.status_code == 413, response.text
+    assert response.json()["type"] == PROBLEM + "payload-too-large"
+
+
+def test_chunked_body_of_exactly_the_limit_is_accepted_over_real_http(
+    live_url, settings, internal_event, redis_client, key_prefix
+):
+    # given a signed, valid event padded with whitespace to exactly MAX_BODY_BYTES, chunked
+    event = internal_event()
+    compact = json.dumps(event).encode()
+    raw = compact + b" " * (settings.max_body_bytes - len(compact))
+    headers = signed_headers(raw, settings.event_secrets[0], event["id"])
+    with httpx.Client(base_url=live_url, timeout=10) as http:
+        # when
+        response = http.post("/events", content=_chunks(raw), headers=headers)
+    # then the whole body was read and verified
+    assert response.status_code == 202, response.text
+    assert len(outbox_units(redis_client, key_prefix)) == 3
