@@ -39,6 +39,7 @@ from tasks.routing import PROVIDERS
 
 __all__ = [
     "CONIQ_TYPES",
+    "MAX_EMAIL_CHARS",
     "MAX_UNITS_PER_EVENT",
     "ConiqReward",
     "Event",
@@ -56,6 +57,8 @@ MAX_UNITS_PER_EVENT = 100
 MAX_QUANTITY = 100
 # Longest free-text field we accept (names, codes, references).
 MAX_TEXT_CHARS = 200
+# Longest email address: RFC 5321's path limit (256) less its angle brackets.
+MAX_EMAIL_CHARS = 254
 # Coniq types with a fixed name; customer.* and subscription.* are matched by pattern.
 CONIQ_TYPES = ("reward.issued", "offer.redeemed", "transaction.created", "points.updated")
 _CONIQ_FAMILIES = re.compile(r"(customer|subscription)\.[a-z][a-z0-9_]{0,39}\Z")
@@ -161,6 +164,10 @@ def _text(*, required: bool = True, allow_none: bool = False) -> fields.String:
     )
 
 
+def _email() -> fields.Email:
+    return fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL_CHARS))
+
+
 def _address(value: Any) -> None:
     if not isinstance(value, str | dict):
         raise ValidationError("Must be a string or an object.")
@@ -176,7 +183,7 @@ class _Lenient(Schema):
 
 class ConiqCustomerSchema(_Lenient):
     id = IdField(required=True)
-    email = fields.Email(required=True)
+    email = _email()
     first_name = _text(required=False, allow_none=True)
     last_name = _text(required=False, allow_none=True)
 
@@ -220,7 +227,7 @@ class _Strict(Schema):
 
 
 class RecipientSchema(_Strict):
-    email = fields.Email(required=True)
+    email = _email()
     first_name = _text()
     last_name = _text()
     # Shape unspecified by the contract: a one-line string or a structured object.

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from tasks.routing import Route, Rule, Rules
-from webhooks.schemas import RewardGranted, RewardIssued, load_event
+from webhooks.schemas import MAX_EMAIL_CHARS, RewardGranted, RewardIssued, load_event
 from webhooks.units import canonical_json, fingerprint, scalar_fields, units_for
 from worker.stores.models import UnitSpec
 
@@ -46,6 +46,33 @@ def test_reward_line_defaults_quantity_to_one(internal_event):
     # then
     assert isinstance(event.data, RewardGranted)
     assert [line.quantity for line in event.data.rewards] == [2, 1]
+
+
+# 254 characters, every part at its own limit (local 64, labels 63): the longest accepted.
+LONGEST_EMAIL = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+
+
+@pytest.mark.parametrize("source", ["coniq", "internal"])
+def test_email_is_capped_at_254_characters(coniq_event, internal_event, source):
+    # given events whose email is 254 characters, and one more
+    def event(email: str) -> dict:
+        if source == "coniq":
+            document = coniq_event("evt_1")
+            document["data"]["customer"]["email"] = email
+        else:
+            document = internal_event("evt_1")
+            document["data"]["recipient"]["email"] = email
+        return document
+
+    assert len(LONGEST_EMAIL) == MAX_EMAIL_CHARS == 254
+    # when / then the first loads, the second is refused naming the field
+    load_event(source, event(LONGEST_EMAIL))
+    with pytest.raises(ValidationError) as caught:
+        load_event(source, event(LONGEST_EMAIL + "d"))
+    person = "customer" if source == "coniq" else "recipient"
+    assert caught.value.messages == {
+        "data": {person: {"email": ["Longer than maximum length 254."]}}
+    }
 
 
 @pytest.mark.parametrize(
@@ -97,6 +124,16 @@ def test_reward_line_defaults_quantity_to_one(internal_event):
             lambda d: d["recipient"].update(email="not-an-email"),
             {"recipient": {"email": ["Not a valid email address."]}},
             id="bad-email",
+        ),
+        pytest.param(
+            lambda d: d["recipient"].update(email=LONGEST_EMAIL + "d"),
+            {"recipient": {"email": ["Longer than maximum length 254."]}},
+            id="email-255",
+        ),
+        pytest.param(
+            lambda d: d["recipient"].update(email="a" * 200_000 + "@example.com"),
+            {"recipient": {"email": ["Longer than maximum length 254."]}},
+            id="email-200k",
         ),
         pytest.param(
             lambda d: d.pop("reference"),
