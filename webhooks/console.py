@@ -9,8 +9,15 @@
     GET|POST  /admin/dead-letters/{id}/discard   confirm, then discard (audit-logged)
     GET       /admin/events?event_id=...         an event's units (codes masked)
 
-Sessions are Flask's signed cookie, keyed by an HMAC of ``ADMIN_TOKEN`` (rotating the
-token signs everyone out) and scoped to ``/admin``: Secure, HttpOnly, SameSite=Strict.
+Sessions live in Redis: signing in stores a random session id (hashed) with a TTL, and
+signing out deletes it, so a cookie copied before sign-out stops working at once. The
+cookie itself is Flask's signed cookie, keyed by an HMAC of ``ADMIN_TOKEN`` (rotating the
+token signs everyone out), holding that id, the CSRF token and flash messages, and
+scoped to ``/admin``: Secure, HttpOnly, SameSite=Strict. Sign-in attempts are limited
+per client address (``SIGN_IN_ATTEMPTS`` wrong tokens per ``SIGN_IN_WINDOW_SECONDS``,
+a fixed window counted in Redis), answered 429 with Retry-After beyond that. The
+address is the peer's: behind a proxy, every client shares the proxy's, so a deployment
+there must pass the client address through (e.g. werkzeug's ``ProxyFix``).
 Browsers keep Secure cookies over https, and over plain http only for loopback hosts
 (``http://127.0.0.1`` and ``http://localhost`` are secure contexts), so the console works
 on a laptop and needs TLS (or a TLS-terminating proxy) anywhere else. Every form
@@ -40,6 +47,7 @@ from flask import (
     Request,
     Response,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -61,6 +69,8 @@ __all__ = [
     "CSRF_FIELD",
     "LIST_LIMIT",
     "SESSION_COOKIE_NAME",
+    "SIGN_IN_ATTEMPTS",
+    "SIGN_IN_WINDOW_SECONDS",
     "bp",
     "init_app",
     "session_secret",
@@ -82,6 +92,9 @@ CSRF_FIELD = "csrf_token"
 # A session ends after this long without a request, and this long after sign-in whatever.
 SESSION_IDLE_SECONDS = 2 * 3600
 SESSION_MAX_SECONDS = 12 * 3600
+# Wrong tokens one client address may send per window before sign-in answers 429.
+SIGN_IN_ATTEMPTS = 10
+SIGN_IN_WINDOW_SECONDS = 300
 LIST_LIMIT = 200  # letters shown on one page (the filters narrow it further)
 SCAN_LIMIT = 5000  # waiting letters read to build one listing and its filter choices
 DISCARD_REASON_MAX = 200  # characters kept in the audit log
@@ -148,11 +161,48 @@ def init_app(app: Flask, settings: Settings) -> None:
 # guards ---------------------------------------------------------------------------------
 
 
+def _session_key(session_id: str) -> str:
+    """Redis key of a session: the id's hash, so the store alone never yields a cookie."""
+    digest = hashlib.sha256(session_id.encode()).hexdigest()
+    return f"{edge_context().keys.prefix}:console:session:{digest}"
+
+
+def _start_session() -> None:
+    """A fresh session (id, CSRF token) recorded in Redis: nothing from before survives."""
+    session.clear()
+    session.permanent = True
+    session_id = secrets.token_urlsafe(32)
+    edge_context().redis.set(_session_key(session_id), repr(time.time()), ex=SESSION_IDLE_SECONDS)
+    session["sid"] = session_id
+    _csrf_token()
+
+
 def _signed_in() -> bool:
-    signed_in_at = session.get("signed_in_at")
-    if not session.get("admin") or not isinstance(signed_in_at, int | float):
+    """The cookie names a session Redis still holds, begun under SESSION_MAX_SECONDS ago.
+
+    Each request extends the session's idle TTL, never past its maximum age.
+    """
+    session_id = session.get("sid")
+    if not isinstance(session_id, str) or not session_id:
         return False
-    return time.time() - signed_in_at < SESSION_MAX_SECONDS
+    key = _session_key(session_id)
+    started = edge_context().redis.get(key)
+    if started is None:
+        return False
+    age = time.time() - float(started)
+    if age >= SESSION_MAX_SECONDS:
+        return False
+    edge_context().redis.expire(
+        key, max(1, int(min(SESSION_IDLE_SECONDS, SESSION_MAX_SECONDS - age)))
+    )
+    return True
+
+
+def _end_session() -> None:
+    session_id = session.get("sid")
+    if isinstance(session_id, str) and session_id:
+        edge_context().redis.delete(_session_key(session_id))
+    session.clear()
 
 
 def _csrf_token() -> str:
@@ -176,10 +226,12 @@ def _csrf_valid() -> bool:
 def _guard() -> ResponseReturnValue | None:
     if request.endpoint == "console.static":
         return None
-    if request.endpoint not in _PUBLIC_ENDPOINTS and not _signed_in():
-        session.pop("admin", None)
-        target = request.full_path if request.method == "GET" else ""
-        return redirect(url_for("console.sign_in", next=target.rstrip("?") or None), 303)
+    if request.endpoint not in _PUBLIC_ENDPOINTS:
+        if not _signed_in():
+            session.pop("sid", None)
+            target = request.full_path if request.method == "GET" else ""
+            return redirect(url_for("console.sign_in", next=target.rstrip("?") or None), 303)
+        g.console_signed_in = True  # what the page header shows (the sign-out form)
     if request.method == "POST" and not _csrf_valid():
         return _page(
             "console/error.html",
@@ -251,26 +303,68 @@ def sign_in() -> ResponseReturnValue:
         if _signed_in():
             return redirect(target, 303)
         return _page("console/sign_in.html", next=target)
+    attempts_key = _attempts_key()
+    retry_after = _count_sign_in_attempt(attempts_key)
+    if retry_after:
+        page, status = _page(
+            "console/sign_in.html",
+            429,
+            next=target,
+            error="Too many sign-in attempts from this address. "
+            f"Try again in {_duration(retry_after)}.",
+        )
+        return page, status, {"Retry-After": str(retry_after)}
     expected = edge_context().settings.admin_token
     token = request.form.get("token", "").strip()
     if not expected or not token or not hmac.compare_digest(token.encode(), expected.encode()):
         return _page(
             "console/sign_in.html", 401, next=target, error="That token is not the admin token."
         )
-    # A fresh session (and CSRF token) on sign-in: nothing from before survives.
-    session.clear()
-    session.permanent = True
-    session["admin"] = True
-    session["signed_in_at"] = time.time()
-    _csrf_token()
+    _take_back_sign_in_attempt(attempts_key)
+    _start_session()
     return redirect(target, 303)
 
 
 @bp.post("/sign-out")
 def sign_out() -> ResponseReturnValue:
-    session.clear()
+    _end_session()
     flash("Signed out.")
     return redirect(url_for("console.sign_in"), 303)
+
+
+def _attempts_key() -> str:
+    """This client address's counter for the current fixed window."""
+    window = int(time.time()) // SIGN_IN_WINDOW_SECONDS
+    address = request.remote_addr or "unknown"
+    return f"{edge_context().keys.prefix}:console:sign-in:{address}:{window}"
+
+
+def _count_sign_in_attempt(key: str) -> int:
+    """Count one attempt under ``key``; seconds to wait when over the limit, else 0.
+
+    Counted before the token is checked (one atomic INCR), so parallel guesses cannot
+    slip past the limit. (SET NX EX, not EXPIRE NX: the embedded Redis is 6.2.)
+    """
+    pipe = edge_context().redis.pipeline()
+    pipe.set(key, 0, ex=SIGN_IN_WINDOW_SECONDS, nx=True)
+    pipe.incr(key)
+    _, attempts = pipe.execute()
+    if int(attempts) <= SIGN_IN_ATTEMPTS:
+        return 0
+    return SIGN_IN_WINDOW_SECONDS - int(time.time()) % SIGN_IN_WINDOW_SECONDS
+
+
+def _take_back_sign_in_attempt(key: str) -> None:
+    """A right token does not count against the address (only guesses do)."""
+    pipe = edge_context().redis.pipeline()
+    pipe.set(key, 0, ex=SIGN_IN_WINDOW_SECONDS, nx=True)
+    pipe.decr(key)
+    pipe.execute()
+
+
+def _duration(seconds: int) -> str:
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}" if seconds >= 60 else f"{seconds} s"
 
 
 def _safe_next(value: str) -> str:

@@ -14,6 +14,13 @@ import pytest
 
 from tests.webhooks.test_admin_api import CODE, Seed
 from webhooks import create_app
+from webhooks.console import (
+    SESSION_COOKIE_NAME,
+    SESSION_IDLE_SECONDS,
+    SESSION_MAX_SECONDS,
+    SIGN_IN_ATTEMPTS,
+    SIGN_IN_WINDOW_SECONDS,
+)
 from worker.stores.dead_letters import LetterStatus
 from worker.stores.models import UnitState
 
@@ -271,18 +278,93 @@ def test_pages_carry_security_headers_and_no_scripts(signed_in):
     assert signed_in.get("/admin/static/console.css").status_code == 200
 
 
-def test_store_down_is_a_503_page_not_a_500(settings):
-    # given an app whose Redis does not answer, signed in
-    app = create_app(replace(settings, redis_url="redis://127.0.0.1:9/0"))
-    client = app.test_client()
-    assert _sign_in(client, settings.admin_token).status_code == 303
+def _copy_session(source, target) -> None:
+    cookie = source.get_cookie(SESSION_COOKIE_NAME, path="/admin")
+    assert cookie is not None
+    target.set_cookie(SESSION_COOKIE_NAME, cookie.value, path="/admin")
 
-    # when
-    page = client.get("/admin/dead-letters")
+
+def test_store_down_is_a_503_page_not_a_500(client, settings):
+    # given a browser signed in, then an app (same token) whose Redis does not answer
+    assert _sign_in(client, settings.admin_token).status_code == 303
+    app = create_app(replace(settings, redis_url="redis://127.0.0.1:9/0"))
+    down = app.test_client()
+    _copy_session(client, down)
+
+    # when a page, or a sign-in, needs the store
+    page = down.get("/admin/dead-letters")
+    sign_in = _sign_in(app.test_client(), settings.admin_token)
 
     # then
-    assert page.status_code == 503
-    assert "Store unavailable" in page.text
+    assert page.status_code == 503 and sign_in.status_code == 503
+    assert "Store unavailable" in page.text and "Store unavailable" in sign_in.text
+
+
+def test_a_cookie_copied_before_sign_out_stops_working(app, signed_in, redis_client, key_prefix):
+    # given a second browser holding a copy of the signed-in cookie
+    thief = app.test_client()
+    _copy_session(signed_in, thief)
+    assert thief.get("/admin/dead-letters").status_code == 200
+    assert len(_sessions(redis_client, key_prefix)) == 1
+
+    # when the owner signs out
+    page = signed_in.get("/admin/dead-letters")
+    signed_in.post("/admin/sign-out", data={"csrf_token": _csrf(page.text)})
+
+    # then the copy is refused too: the server forgot the session
+    assert thief.get("/admin/dead-letters").status_code == 303
+    assert _sessions(redis_client, key_prefix) == []
+
+
+def _sessions(redis_client, key_prefix) -> list[bytes]:
+    return list(redis_client.scan_iter(match=f"{key_prefix}:console:session:*"))
+
+
+def test_a_session_has_an_idle_ttl_and_a_maximum_age(signed_in, redis_client, key_prefix):
+    # given a session in the store, with its idle TTL
+    (key,) = _sessions(redis_client, key_prefix)
+    assert 0 < redis_client.ttl(key) <= SESSION_IDLE_SECONDS
+    assert settings_token_absent(redis_client.get(key))
+    # when it was begun longer ago than the maximum age
+    redis_client.set(key, repr(time.time() - SESSION_MAX_SECONDS - 1), keepttl=True)
+    # then it no longer opens pages
+    assert signed_in.get("/admin/dead-letters").status_code == 303
+
+
+def settings_token_absent(value: bytes | None) -> bool:
+    """The stored value is a start time only (no token, no cookie)."""
+    return value is not None and float(value) > 0
+
+
+def _sign_in_from(client, token: str, address: str):
+    page = client.get("/admin/sign-in", environ_base={"REMOTE_ADDR": address})
+    return client.post(
+        "/admin/sign-in",
+        data={"token": token, "csrf_token": _csrf(page.text)},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def test_sign_in_is_rate_limited_per_client_address(app, settings):
+    # given a client that signs in rightly (which does not count), then guesses the limit
+    for _ in range(3):
+        fresh = app.test_client()
+        assert _sign_in_from(fresh, settings.admin_token, "192.0.2.7").status_code == 303
+    browser = app.test_client()
+    for _ in range(SIGN_IN_ATTEMPTS):
+        assert _sign_in_from(browser, "guess-0123456789", "192.0.2.7").status_code == 401
+
+    # when it tries again, even with the right token
+    limited = _sign_in_from(browser, "guess-0123456789", "192.0.2.7")
+    right = _sign_in_from(browser, settings.admin_token, "192.0.2.7")
+    other = _sign_in_from(app.test_client(), settings.admin_token, "198.51.100.9")
+
+    # then it is told to wait, as a page with Retry-After; another address is not
+    for response in (limited, right):
+        assert response.status_code == 429
+        assert "Too many sign-in attempts" in response.text
+        assert 0 < int(response.headers["Retry-After"]) <= SIGN_IN_WINDOW_SECONDS
+    assert other.status_code == 303
 
 
 def test_only_console_paths_open_a_session(app, signed_in, signed_post, monkeypatch):
