@@ -12,8 +12,15 @@ from typing import Any
 
 from flask import Flask
 
+from tasks.routing import PROVIDERS
 from webhooks import admin, console, openapi
-from webhooks.schemas import CONIQ_TYPES, MAX_QUANTITY, MAX_UNITS_PER_EVENT
+from webhooks.schemas import (
+    CONIQ_TYPES,
+    MAX_EMAIL_CHARS,
+    MAX_QUANTITY,
+    MAX_UNITS_PER_EVENT,
+    SOURCES,
+)
 from worker.stores.models import UnitState
 
 # Methods every route has without declaring them (answered by Flask itself).
@@ -104,3 +111,31 @@ def test_the_limits_the_document_states_are_the_ones_the_code_enforces():
     assert document["components"]["securitySchemes"]["consoleSession"]["name"] == (
         console.SESSION_COOKIE_NAME
     )
+    for schema, person in (
+        ("ConiqRewardIssuedData", "customer"),
+        ("RewardGrantedData", "recipient"),
+    ):
+        email = _schema(schema)["properties"][person]["properties"]["email"]
+        assert email["maxLength"] == MAX_EMAIL_CHARS
+    bulk = document["paths"]["/dead-letters/replay"]["post"]
+    body = bulk["requestBody"]["content"]["application/json"]["schema"]
+    assert body["additionalProperties"] is False
+    assert set(body["properties"]) == set(admin.BulkReplaySchema().fields)
+    assert body["properties"]["source"]["oneOf"][0]["enum"] == list(SOURCES)
+    assert body["properties"]["provider"]["oneOf"][0]["enum"] == list(PROVIDERS)
+    assert body["properties"]["limit"]["oneOf"][0]["maximum"] == admin.BULK_REPLAY_MAX
+    sign_in = document["paths"]["/admin/sign-in"]["post"]
+    assert f"{console.SIGN_IN_ATTEMPTS} wrong tokens" in sign_in["description"]
+    assert f"{console.SIGN_IN_WINDOW_SECONDS // 60}-minute" in sign_in["description"]
+
+
+def test_every_refusal_the_admin_bodies_make_is_documented():
+    # the statuses tests/webhooks/test_admin_api.py provokes from each body-reading operation
+    paths = openapi.document()["paths"]
+    bulk = paths["/dead-letters/replay"]["post"]["responses"]
+    discard = paths["/dead-letters/{letter_id}"]["delete"]["responses"]
+    assert {"400", "401", "413", "415", "422"} <= set(bulk)
+    assert {"400", "401", "404", "409", "413", "415", "422"} <= set(discard)
+    assert "body-required" in bulk["400"]["description"]
+    assert "invalid-filter" in paths["/dead-letters"]["get"]["responses"]["422"]["description"]
+    assert "429" in paths["/admin/sign-in"]["post"]["responses"]
