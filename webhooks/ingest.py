@@ -1,12 +1,14 @@
 """The ingest endpoints: ``POST /webhooks/coniq`` and ``POST /events``.
 
 ```
-1 read raw body (size cap), require JSON  → 413 / 415
+1 read raw body (size cap, chunked too), require JSON
+                                          → 413 / 415
 2 verify signature + timestamp            → 401
-3 parse + validate                        → 400 / 422 (field errors, id mismatch)
+3 strict parse + validate                 → 400 (not strict JSON: NaN, 1e400, ...)
+                                            / 422 (field errors, id mismatch)
 4+5 one atomic inbox write (claim id, store event + units, append to the outbox)
                                           → 200 duplicate | 422 id-conflict | 503
-6 202 {"status": "accepted", "id": ...}
+6 202 {"status": "accepted", "id": ...}, Location: /fulfillments/{quoted id}
 ```
 
 The edge never talks to the broker: once ``Inbox.accept`` returns, the event is durable

@@ -9,7 +9,9 @@ scales every budget (the default, 25, is the CI setting), e.g.::
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,9 +22,16 @@ from hypothesis import settings as hypothesis_settings
 
 from webhooks import create_app
 from worker.config import Settings
+from worker.stores.dead_letters import DeadLetters
+from worker.stores.inbox import Inbox
+from worker.stores.ledger import AttemptRecord, Ledger
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 
 # Examples per generated test at the CI default; every budget below is derived from it.
 BASE_EXAMPLES = 25
+# Ids the admin operations can find: path parameters are sometimes swapped for these.
+KNOWN_EVENT = "evt_fuzz_known"
+LETTERS = [f"evt_fuzz_letter_{n}:0:0" for n in range(3)]
 EXAMPLES = max(1, int(os.environ.get("RR_FUZZ_EXAMPLES", str(BASE_EXAMPLES))))
 
 
@@ -57,3 +66,51 @@ def app(settings: Settings) -> Iterator[Flask]:
 def api_schema(app: Flask) -> schemathesis.BaseSchema:
     """The app's own ``/openapi.json``, fetched and exercised in-process via WSGI."""
     return schemathesis.openapi.from_wsgi("/openapi.json", app)
+
+
+@pytest.fixture
+def known_ids(app: Flask) -> None:
+    """An event with one unit, and waiting dead letters, in the app's own Redis."""
+    ctx = app.extensions["rewardrelay"]
+    inbox, ledger = Inbox(ctx.redis, ctx.keys), Ledger(ctx.redis, ctx.keys)
+    now = time.time()
+    for event_id in [KNOWN_EVENT, *(letter.split(":")[0] for letter in LETTERS)]:
+        inbox.accept(
+            event_id=event_id,
+            source="coniq",
+            event_type="reward.issued",
+            fingerprint=f"fp-{event_id}",
+            body=json.dumps({"id": event_id}),
+            units=[UnitSpec(line=0, index=0, match={"offer_id": "1001"})],
+            now=now,
+            stale_after=45.0,
+        )
+    for letter in LETTERS:
+        begun = ledger.begin(letter, now=now, lease_seconds=60.0)
+        record = AttemptRecord(
+            attempt=begun.attempt, at=now, mode=begun.decision, outcome=AttemptOutcome.DEAD_LETTER
+        )
+        assert ledger.finish(
+            letter,
+            begun.attempt,
+            UnitState.DEAD_LETTERED,
+            record,
+            now=now,
+            next_check_at=None,
+            fields={"provider": "ifeelgoods", "dead_letter_id": letter},
+            dead_letter={
+                "id": letter,
+                "event_id": letter.split(":")[0],
+                "source": "coniq",
+                "provider": "ifeelgoods",
+                "product": "1/SKU",
+                "reason": "permanent",
+                "error_type": "PermanentProviderError",
+                "status_code": 422,
+                "detail": "permanent",
+                "attempts": 1,
+                "created_at": now,
+                "status": "waiting",
+            },
+        )
+    assert DeadLetters(ctx.redis, ctx.keys).get(LETTERS[0]) is not None

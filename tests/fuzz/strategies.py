@@ -11,6 +11,8 @@ node anywhere in such an event.
 from __future__ import annotations
 
 import copy
+import json
+import math
 import string
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -248,3 +250,65 @@ def mutated(draw: st.DrawFn, event: Any) -> Any:
     else:
         parent.insert(path[-1], draw(json_values))
     return document
+
+
+# --- JSON text json.dumps would never write ----------------------------------------------
+
+# Tokens Python's json.loads takes (or half-takes) but strict JSON, or our store, cannot:
+# numbers that only fit as infinity, the NaN/Infinity literals, and numbers at the edge of
+# what parses at all (ints near Python's digit limit, tiny/huge but finite floats).
+NON_FINITE_TOKENS = ("1e400", "-1e400", "1E+999", "-0.5e99999", "NaN", "Infinity", "-Infinity")
+odd_number_tokens = st.one_of(
+    st.sampled_from(NON_FINITE_TOKENS),
+    st.integers(1, 5000).map(lambda digits: "9" * digits),  # past 4300 digits: refused
+    st.sampled_from(["1e308", "-1e-400", "0e0", "-0", "1.0e-5", "123456789012345678901234567890"]),
+)
+# Whole documents that are not a JSON object of reasonable shape.
+odd_documents = st.one_of(
+    st.integers(1, 200).map(lambda depth: "[" * depth + "]" * depth),
+    st.integers(1, 200).map(lambda depth: '{"a":' * depth + "1" + "}" * depth),
+    st.sampled_from(["", " ", "null", "[]", '""', "0", "{", '{"a":1,"a":2}', "\x00", "{}\x00"]),
+)
+_MARK = "\x00hostile\x00"
+
+
+@st.composite
+def hostile_json_text(draw: st.DrawFn, document: Any) -> tuple[bytes, str]:
+    """``document`` as JSON text with one value replaced by a raw token, or a whole odd
+    document; returns ``(bytes, token)`` (``token`` "" for a whole odd document).
+
+    The token is spliced into the text after ``json.dumps``, so the result can hold what
+    no serialiser writes: ``1e400``, ``NaN``, a 5000-digit integer, raw NUL bytes.
+    """
+    if draw(st.integers(0, 5)) == 0:
+        return draw(odd_documents).encode(), ""
+    paths = [path for path in _paths(document) if path]
+    if not paths:
+        return draw(odd_documents).encode(), ""
+    path = draw(st.sampled_from(paths))
+    marked = copy.deepcopy(document)
+    parent: Any = marked
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = _MARK
+    token = draw(odd_number_tokens | st.just('"a\x00b"'))
+    text = json.dumps(marked).replace(json.dumps(_MARK), token, 1)
+    return text.encode(), token
+
+
+def is_non_finite(token: str) -> bool:
+    """Would JSON read ``token`` as NaN or an infinity (what strict parsing refuses)?
+
+    An integer token is exact in JSON whatever its size, so never non-finite here.
+    """
+    if token.lstrip("-").isdigit():
+        return False
+    return float_is_non_finite(token)
+
+
+def float_is_non_finite(text: str) -> bool:
+    """Would ``float(text)`` (how a query value is read) be NaN or an infinity?"""
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
