@@ -311,7 +311,9 @@ def test_order_item_required_fields_are_enforced_with_the_vendor_error(
         [{"currency_code": "USD", "amount": "0"}, {"currency_code": "XRO-PTS", "amount": "5"}],
     ],
 )
-def test_member_spend_is_accepted_as_object_or_array(ro: httpx.Client, member_spend: object) -> None:
+def test_member_spend_is_accepted_as_object_or_array(
+    ro: httpx.Client, member_spend: object
+) -> None:
     """providers.md 2.6: the document shows an object, the SDK sends an array [PUB S4]."""
     # given / when
     response = ro.post("/programs/12/orders", json=_with_item(member_spend=member_spend))
