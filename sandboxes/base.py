@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from sandboxes.faults import Fault, FaultInjector, FaultKind, FaultSpecError, parse_rules
 
@@ -26,6 +28,7 @@ __all__ = [
     "Endpoint",
     "ErrorResponder",
     "SandboxState",
+    "accepts",
     "current_fault",
     "install",
     "register_endpoints",
@@ -131,6 +134,25 @@ def register_endpoints(
             view_func=getattr(api, endpoint.handler),
             methods=[endpoint.method],
         )
+
+
+def accepts(header: str | None, media_types: tuple[str, ...]) -> bool:
+    """Whether an ``Accept`` header allows one of ``media_types`` (absent or blank: yes).
+
+    Media type parameters are ignored (``application/json; pretty=true`` is JSON) and a
+    range (``*/*``, ``application/*``) matches what it covers; ``q=0`` excludes.
+    """
+    if header is None or not header.strip():
+        return True
+    for value, quality in parse_accept_header(header, MIMEAccept):
+        if quality <= 0:
+            continue
+        wanted = value.split(";", 1)[0].strip().lower()
+        if wanted == "*/*" or wanted in media_types:
+            return True
+        if wanted.endswith("/*") and any(m.startswith(wanted[:-1]) for m in media_types):
+            return True
+    return False
 
 
 def current_fault() -> Fault | None:

@@ -92,6 +92,7 @@ class ItemRecord:
     id: int
     spec: ItemSpec
     code: str
+    member_paid: dict[str, str] = field(default_factory=dict)  # currency code -> amount
 
 
 @dataclass
@@ -310,10 +311,11 @@ class RewardOpsApi:
                 payment_status=wanted.payment_status,
                 created_at=st.clock(),
             )
-            for spec, quantity in wanted.items:
+            for spec, quantity, paid in wanted.items:
                 for _ in range(quantity):
                     code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
-                    order.items.append(ItemRecord(id=st.next_item_id(), spec=spec, code=code))
+                    item = ItemRecord(st.next_item_id(), spec, code, member_paid=dict(paid))
+                    order.items.append(item)
             st.orders[order.id] = order
             if key is not None:
                 st.by_program_order[(program_id, key)] = order.id
@@ -378,7 +380,7 @@ class OrderRequest:
     """A validated create-order body."""
 
     member: dict[str, Any]
-    items: list[tuple[ItemSpec, int]]
+    items: list[tuple[ItemSpec, int, dict[str, str]]]  # spec, quantity, member_paid
     program_order_id: str | None
     payment_status: str
 
@@ -397,7 +399,7 @@ def _order_request(body: dict[str, Any], catalogue: dict[str, ItemSpec]) -> Orde
     raw_items = body.get("items")
     if not isinstance(raw_items, list) or not raw_items:
         return _invalid("items", "is required")
-    items: list[tuple[ItemSpec, int]] = []
+    items: list[tuple[ItemSpec, int, dict[str, str]]] = []
     for index, raw in enumerate(raw_items):
         item = _order_item(raw, f"items[{index}]", catalogue)
         if isinstance(item, str):
@@ -417,7 +419,9 @@ def _order_request(body: dict[str, Any], catalogue: dict[str, ItemSpec]) -> Orde
     )
 
 
-def _order_item(raw: Any, where: str, catalogue: dict[str, ItemSpec]) -> tuple[ItemSpec, int] | str:
+def _order_item(
+    raw: Any, where: str, catalogue: dict[str, ItemSpec]
+) -> tuple[ItemSpec, int, dict[str, str]] | str:
     """One ``items[]`` entry: ``item_order_token``, ``quantity`` and ``member_spend`` are
     required ([PUB S5] lists only ``retail_value`` as optional)."""
     if not isinstance(raw, dict):
@@ -430,20 +434,21 @@ def _order_item(raw: Any, where: str, catalogue: dict[str, ItemSpec]) -> tuple[I
         return _invalid(f"{where}.quantity", "is required")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 50:
         return _invalid(f"{where}.quantity", "is not of type integer between 1 and 50")
-    problem = _member_spend_problem(raw.get("member_spend"), f"{where}.member_spend")
-    if problem is not None:
-        return problem
-    return spec, quantity
+    paid = _member_paid(raw.get("member_spend"), f"{where}.member_spend")
+    if isinstance(paid, str):
+        return paid
+    return spec, quantity, paid
 
 
-def _member_spend_problem(raw: Any, where: str) -> str | None:
+def _member_paid(raw: Any, where: str) -> dict[str, str] | str:
     """``member_spend {currency_code, amount}``, as one object or (the SDK's form) a
-    non-empty array of them; None when valid."""
+    non-empty array of them, as the order item's ``member_paid`` hash; or the problem."""
     if raw is None:
         return _invalid(where, "is required")
     entries = raw if isinstance(raw, list) else [raw]
     if not entries:
         return _invalid(where, "is required")
+    paid: dict[str, str] = {}
     for entry in entries:
         if not isinstance(entry, dict):
             return _invalid(where, "is not of type object")
@@ -453,7 +458,8 @@ def _member_spend_problem(raw: Any, where: str) -> str | None:
         amount = entry.get("amount")
         if not isinstance(amount, str) or not _DECIMAL.fullmatch(amount):
             return _invalid(f"{where}.amount", "is not of type decimal")
-    return None
+        paid[currency] = amount
+    return paid
 
 
 def _pagination(page: int, per_page: int, count: int) -> dict[str, Any]:
@@ -516,6 +522,7 @@ def _order_json(order: OrderRecord, st: RewardOpsState) -> dict[str, Any]:
                 "supplier_item_id": item.spec.token,
                 "name": item.spec.name,
                 "type": "Gift Card" if item.spec.kind in ("code", "link") else "Merchandise",
+                "member_paid": dict(item.member_paid),
                 "fulfillment": {
                     "status": status,
                     "status_notes": "Rejected by supplier" if status == "rejected" else None,
