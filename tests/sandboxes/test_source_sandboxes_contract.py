@@ -3,6 +3,7 @@ sections 3-5 describe. Plain httpx, no client classes; each test names its fact 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -105,7 +106,12 @@ def test_ignico_put_on_a_closed_transaction_is_409(ignico: httpx.Client) -> None
     tx = post(
         "/users/wallets/transactions",
         "transaction",
-        {"user": {"email": "ada@example.com"}, "type": "sub", "amount": "5"},
+        {
+            "user": {"email": "ada@example.com"},
+            "type": "sub",
+            "amount": "5",
+            "description": "payout",
+        },
     ).json()["data"]["id"]
     realize = {"data": {"type": "transaction", "attributes": {"realized": True}}}
     assert ignico.put(f"/users/wallets/transactions/{tx}", json=realize, headers=headers).is_success
@@ -199,3 +205,93 @@ def test_ignico_control_seeds_pending_payouts(
     # then
     assert seeded.status_code == 200 and len(seeded.json()["payouts"]) == 2
     assert pending.json()["meta"]["page"]["total"] == 2
+
+
+def _ignico_headers(ignico: httpx.Client, **extra: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {ignico_token(ignico)}",
+        "Content-Type": JSONAPI,
+        "Accept": JSONAPI,
+        **extra,
+    }
+
+
+def assert_jsonapi_error(response: httpx.Response, status: int, code: str) -> None:
+    """providers.md 4.3 [DESIGN]: a JSON:API errors document, served as JSON:API."""
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith(JSONAPI)
+    error = response.json()["errors"][0]
+    assert error["status"] == str(status) and error["code"] == code and error["detail"]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        ({"type": "sub", "amount": "5"}, "description"),
+        ({"type": "sub", "amount": "5", "description": ""}, "description"),
+    ],
+)
+def test_ignico_transaction_without_description_is_422(
+    ignico: httpx.Client, attributes: dict, field: str
+) -> None:
+    """4.5 [PUB S8]: a wallet transaction needs user, type, amount and description."""
+    # given a user
+    headers = _ignico_headers(ignico)
+    user = {"data": {"type": "user", "attributes": {"email": "ada@example.com", "country": "GB"}}}
+    ignico.post("/users", json=user, headers=headers)
+    body = {
+        "data": {
+            "type": "transaction",
+            "attributes": {"user": {"email": "ada@example.com"}, **attributes},
+        }
+    }
+    # when
+    response = ignico.post("/users/wallets/transactions", json=body, headers=headers)
+    # then
+    assert_jsonapi_error(response, 422, "invalid_transaction")
+    assert field in response.json()["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        ({"attributes": {"email": "ada@example.com", "country": "GB"}}, 400, "bad_request"),
+        (
+            {"type": "transaction", "attributes": {"email": "ada@example.com", "country": "GB"}},
+            409,
+            "type_mismatch",
+        ),
+    ],
+)
+def test_ignico_resource_type_is_required_and_must_match_the_collection(
+    ignico: httpx.Client, data: dict, status: int, code: str
+) -> None:
+    """4.3 [PUB S8] request documents are {data: {type, attributes}}; JSON:API 1.0: a type
+    that is not the collection's is 409 Conflict."""
+    # given / when
+    response = ignico.post("/users", json={"data": data}, headers=_ignico_headers(ignico))
+    # then
+    assert_jsonapi_error(response, status, code)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"Accept": "application/json"}, 406, "not_acceptable"),
+        ({"Content-Type": f"{JSONAPI}; charset=utf-8"}, 415, "unsupported_media_type"),
+        ({"Content-Type": "application/json"}, 415, "unsupported_media_type"),
+    ],
+)
+def test_ignico_jsonapi_media_types_are_enforced(
+    ignico: httpx.Client, headers: dict, status: int, code: str
+) -> None:
+    """4.3 [PUB S8, S10]: resource calls send and accept application/vnd.api+json; JSON:API
+    1.0 refuses a Content-Type with media type parameters (415)."""
+    # given
+    body = {"data": {"type": "user", "attributes": {"email": "bo@example.com", "country": "GB"}}}
+    # when
+    response = ignico.post(
+        "/users", content=json.dumps(body), headers=_ignico_headers(ignico, **headers)
+    )
+    # then
+    assert_jsonapi_error(response, status, code)
