@@ -295,3 +295,62 @@ def test_ignico_jsonapi_media_types_are_enforced(
     )
     # then
     assert_jsonapi_error(response, status, code)
+
+
+def orders_headers(orders_server: RunningServer) -> dict[str, str]:
+    """A Bearer header from the authorization-code flow (5.2 [DESIGN])."""
+    redirect = "http://127.0.0.1:8765/callback"
+    consent = httpx.get(
+        f"{orders_server.url}/oauth/authorize",
+        params={"client_id": "ct-op", "redirect_uri": redirect, "response_type": "code"},
+    )
+    form = {
+        "grant_type": "authorization_code",
+        "code": httpx.URL(consent.headers["Location"]).params["code"],
+        "redirect_uri": redirect,
+        "client_id": "ct-op",
+        "client_secret": "ct-op-secret",
+    }
+    token = httpx.post(f"{orders_server.url}/oauth/token", data=form).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "field"),
+    [
+        ("PUT", "/api/orders/1", {}, {"status": "shipped"}, "status"),
+        ("PUT", "/api/orders/1", {}, {}, "status"),
+        ("GET", "/api/orders", {"page": "one"}, None, "page"),
+        ("GET", "/api/orders", {"page": "1", "per_page": "0"}, None, "page"),
+    ],
+)
+def test_orders_platform_validation_errors_are_laravel_422_with_field_errors(
+    orders_server: RunningServer,
+    method: str,
+    path: str,
+    params: dict,
+    body: dict | None,
+    field: str,
+) -> None:
+    """5.2 [DESIGN, Laravel defaults]: 422 {"message": "The given data was invalid.",
+    "errors": {"field": ["…"]}} (the sandbox answered without ``errors`` before)."""
+    # given an order and a token
+    with SandboxControl(orders_server.url) as control:
+        control.reset()
+    httpx.post(
+        f"{orders_server.url}/_sandbox/orders",
+        json={"orders": [{"total": "10", "customer": {"email": "a@example.com"}}]},
+    )
+    # when
+    response = httpx.request(
+        method,
+        f"{orders_server.url}{path}",
+        params=params,
+        json=body,
+        headers=orders_headers(orders_server),
+    )
+    # then
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["message"] == "The given data was invalid."
+    assert list(payload["errors"]) == [field] and payload["errors"][field][0]
