@@ -7,6 +7,14 @@ against a real HTTP server. Implements the client-credentials token flow (2.2), 
 (2.6) with upper-case order status and lower-case item fulfilment status (2.7 [DESIGN]) and
 ``program_order_id`` uniqueness answered with 409 (2.9 [DESIGN]).
 
+Create-order validation follows the vendor's reference ([PUB S5] "Create an order"): an
+integer ``program_id``, ``member`` with an ``id``, ``items[]`` each with
+``item_order_token``, ``quantity`` and ``member_spend {currency_code, amount}`` (one object,
+or the SDK's array of them; only ``retail_value`` is optional), ``payment_status`` in
+``PAID|PENDING|REJECTED|REFUNDED``. Each failure is the vendor's 400 "Parameter Error" with
+``Validation failed for parameter <name>: <problem>``. The spend comes back as the order
+item's ``member_paid`` hash (``{"USD": "0"}``), as in the vendor's order object.
+
 Items move ``pending → processing → delivered`` over ``delivery_delay`` seconds, computed
 lazily whenever an order is read (no background threads). The item token ``tok-reject``
 ends ``rejected`` instead.
