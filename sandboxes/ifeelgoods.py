@@ -5,7 +5,10 @@ without vendor credentials and so the worker's retry paths can be tested against
 server. It implements the vendor-documented behaviour (``data``/``version`` envelope,
 ``paging``, ``{error_name, error_message}`` errors, ``order_id`` idempotency with 201 then
 200) and the parts providers.md tags [DESIGN] (integer ``version`` on every redemption,
-``If-Match`` on actions, ``user_mismatch``/``conflict_uniqueness`` on replays).
+``If-Match`` on actions, ``user_mismatch``/``conflict_uniqueness`` on replays). Required
+by the vendor and refused when missing: the credentials (401 ``unauthorized``), an
+``Accept`` that allows JSON or PDF (1.1, 406 ``not_acceptable``), the ``data`` wrapper,
+``data.order_id`` (422 ``invalid_request``) and ``data.user`` (422 ``invalid_user``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ against a real HTTP server. Implements the client-credentials token endpoint (4.
 tokens, form-encoded), JSON:API 1.0 envelopes (4.3), ``filter[...]``, ``sort`` and
 ``page[number]``/``page[size]`` (4.4), users and wallet transactions (4.5) with guarded
 state transitions (4.6 [DESIGN]: realized/cancelled are terminal, a PUT on a terminal
-transaction answers 409).
+transaction answers 409). JSON:API rules enforced: writes sent as
+``application/vnd.api+json`` without media type parameters (415), an ``Accept`` that allows
+it (406), ``data.type`` present (400) and naming the collection (409); wallet transactions
+need ``user``, ``type``, ``amount`` and ``description`` (422).
 
 [DESIGN] parts (not published by Ignico): the ``meta.page`` key names and ``links`` (4.4),
 the JSON:API error body (4.3), ``include=user`` on wallet transactions (the public client
