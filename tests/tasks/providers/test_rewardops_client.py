@@ -10,7 +10,6 @@ import pytest
 
 from sandboxes import SandboxControl
 from sandboxes.server import RunningServer
-from tasks.fulfillers import Recipient, RewardOpsFulfiller
 from tasks.providers import (
     ConflictError,
     ItemStatus,
@@ -23,6 +22,7 @@ from tasks.providers import (
     TransientProviderError,
     UnknownOutcomeError,
 )
+from tasks.providers.adapters import Recipient, RewardOpsAdapter
 from tasks.routing import Route
 from worker.stores.ledger import BeginDecision
 
@@ -384,9 +384,9 @@ def test_rule_member_spend_reaches_the_order(
         spend_currency="XRO-PTS",
         spend_amount="1000",
     )
-    fulfiller = RewardOpsFulfiller(rewardops_client)
+    adapter = RewardOpsAdapter(rewardops_client)
     # when
-    result = fulfiller.fulfil(
+    result = adapter.fulfil(
         "po-spend-rule", route, Recipient(email="ada@example.com"), BeginDecision.SUBMIT
     )
     # then
