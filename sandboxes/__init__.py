@@ -6,7 +6,12 @@ the worker at these when no vendor credentials are configured, and the test suit
 them as real HTTP servers on loopback. They implement ``contracts/providers.md`` (sections
 1 and 2, and 3-5 for the sources, including the parts tagged [DESIGN]) and can misbehave
 on demand, so every retry, lookup and If-Match path of the worker can be exercised end to
-end.
+end. ``sandboxes/README.md`` is the user's guide (how to ask for a fault over HTTP, how to
+make a dead letter, what each sandbox enforces).
+
+Layout: each sandbox module holds a state class (``*State``), a handler class (``*Api``:
+one short method per endpoint) and an ``ENDPOINTS`` route table; :mod:`sandboxes.base`
+registers the table and adds the shared fault hooks and ``/_sandbox`` control endpoints.
 
 Apps and servers::
 

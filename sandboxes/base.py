@@ -9,18 +9,30 @@ only describes its own endpoints, envelopes and error bodies.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from sandboxes.faults import Fault, FaultInjector, FaultKind, FaultSpecError, parse_rules
 
-__all__ = ["CONTROL_PREFIX", "ErrorResponder", "SandboxState", "current_fault", "install"]
+__all__ = [
+    "CONTROL_PREFIX",
+    "Endpoint",
+    "ErrorResponder",
+    "SandboxState",
+    "accepts",
+    "current_fault",
+    "install",
+    "register_endpoints",
+]
 
 CONTROL_PREFIX = "/_sandbox"  # control endpoints; never faulted, never authenticated
 FAULT_HEADER = "X-Sandbox-Fault"  # one-off fault for the request that carries it
@@ -99,6 +111,50 @@ class SandboxState:
             }
 
 
+class Endpoint(NamedTuple):
+    """One row of a sandbox's route table: HTTP method, URL rule and handler method name."""
+
+    method: str
+    rule: str
+    handler: str
+
+
+def register_endpoints(
+    app: Flask | Blueprint, api: object, endpoints: tuple[Endpoint, ...]
+) -> None:
+    """Add each row of ``endpoints`` to ``app``, served by the same-named method of ``api``.
+
+    A sandbox keeps its handlers as small methods of one object holding its state, and its
+    routes as a table a reader can scan, instead of closures inside one long function.
+    """
+    for endpoint in endpoints:
+        app.add_url_rule(
+            endpoint.rule,
+            endpoint=endpoint.handler,
+            view_func=getattr(api, endpoint.handler),
+            methods=[endpoint.method],
+        )
+
+
+def accepts(header: str | None, media_types: tuple[str, ...]) -> bool:
+    """Whether an ``Accept`` header allows one of ``media_types`` (absent or blank: yes).
+
+    Media type parameters are ignored (``application/json; pretty=true`` is JSON) and a
+    range (``*/*``, ``application/*``) matches what it covers; ``q=0`` excludes.
+    """
+    if header is None or not header.strip():
+        return True
+    for value, quality in parse_accept_header(header, MIMEAccept):
+        if quality <= 0:
+            continue
+        wanted = value.split(";", 1)[0].strip().lower()
+        if wanted == "*/*" or wanted in media_types:
+            return True
+        if wanted.endswith("/*") and any(m.startswith(wanted[:-1]) for m in media_types):
+            return True
+    return False
+
+
 def current_fault() -> Fault | None:
     """The fault chosen for the request being handled (or None)."""
     fault: Fault | None = g.get("sandbox_fault")
@@ -111,83 +167,99 @@ def install(app: Flask, state: SandboxState, error: ErrorResponder) -> None:
     Register this before any authentication hook so faults apply even to unauthenticated
     requests (a ``token_expired`` fault must win over a valid token).
     """
-
-    @app.before_request
-    def _apply_fault() -> Response | None:
-        if request.path.startswith(CONTROL_PREFIX):
-            return None
-        with state.lock:
-            state.requests += 1
-        try:
-            fault = state.faults.pick(
-                request.method, request.path, request.headers.get(FAULT_HEADER)
-            )
-        except FaultSpecError as exc:
-            return error(400, "bad_request", f"{FAULT_HEADER}: {exc}")
-        g.sandbox_fault = fault
-        if fault is None:
-            return None
-        if fault.kind is FaultKind.LATENCY:
-            time.sleep(fault.ms / 1000)
-            return None
-        if fault.kind is FaultKind.STATUS:
-            if not fault.body:
-                return Response(status=fault.status)
-            return error(fault.status, None, "Injected server error.")
-        if fault.kind is FaultKind.RATE_LIMIT:
-            response = error(429, None, None)
-            response.headers["Retry-After"] = fault.retry_after
-            return response
-        if fault.kind is FaultKind.TOKEN_EXPIRED:
-            response = error(401, "unauthorized", "The access token expired.")
-            response.headers["WWW-Authenticate"] = (
-                'Bearer error="invalid_token", error_description="The access token expired"'
-            )
-            return response
-        if fault.kind is FaultKind.PERMANENT:
-            return error(fault.status, fault.error, fault.message)
-        # commit_then_timeout and precondition_race act later, inside or after the view.
-        return None
-
-    @app.after_request
-    def _delay_after_commit(response: Response) -> Response:
-        fault = current_fault()
-        if fault is not None and fault.kind is FaultKind.COMMIT_THEN_TIMEOUT:
-            # The view has committed; answering late makes the client time out not knowing.
-            time.sleep(fault.seconds)
-        return response
-
+    app.before_request(functools.partial(_apply_fault, state, error))
+    app.after_request(_delay_after_commit)
     control = Blueprint("sandbox_control", __name__, url_prefix=CONTROL_PREFIX)
+    register_endpoints(control, _ControlApi(state), CONTROL_ENDPOINTS)
+    app.register_blueprint(control)
 
-    @control.post("/reset")
-    def _reset() -> Response:
-        state.reset()
+
+def _apply_fault(state: SandboxState, error: ErrorResponder) -> Response | None:
+    """Before each provider request: count it, pick its fault and apply the early kinds."""
+    if request.path.startswith(CONTROL_PREFIX):
+        return None
+    with state.lock:
+        state.requests += 1
+    try:
+        fault = state.faults.pick(request.method, request.path, request.headers.get(FAULT_HEADER))
+    except FaultSpecError as exc:
+        return error(400, "bad_request", f"{FAULT_HEADER}: {exc}")
+    g.sandbox_fault = fault
+    if fault is None:
+        return None
+    return _early_fault_response(fault, error)
+
+
+def _early_fault_response(fault: Fault, error: ErrorResponder) -> Response | None:
+    """The answer a fault gives instead of the view, or None to let the view run."""
+    if fault.kind is FaultKind.LATENCY:
+        time.sleep(fault.ms / 1000)
+        return None
+    if fault.kind is FaultKind.STATUS:
+        if not fault.body:
+            return Response(status=fault.status)
+        return error(fault.status, None, "Injected server error.")
+    if fault.kind is FaultKind.RATE_LIMIT:
+        response = error(429, None, None)
+        response.headers["Retry-After"] = fault.retry_after
+        return response
+    if fault.kind is FaultKind.TOKEN_EXPIRED:
+        response = error(401, "unauthorized", "The access token expired.")
+        response.headers["WWW-Authenticate"] = (
+            'Bearer error="invalid_token", error_description="The access token expired"'
+        )
+        return response
+    if fault.kind is FaultKind.PERMANENT:
+        return error(fault.status, fault.error, fault.message)
+    # commit_then_timeout and precondition_race act later, inside or after the view.
+    return None
+
+
+def _delay_after_commit(response: Response) -> Response:
+    fault = current_fault()
+    if fault is not None and fault.kind is FaultKind.COMMIT_THEN_TIMEOUT:
+        # The view has committed; answering late makes the client time out not knowing.
+        time.sleep(fault.seconds)
+    return response
+
+
+class _ControlApi:
+    """Handlers of the shared ``/_sandbox`` control endpoints (no authentication)."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    def reset(self) -> Response:
+        self.state.reset()
         return jsonify({"status": "reset"})
 
-    @control.get("/counters")
-    def _counters() -> Response:
-        return jsonify(state.counters())
+    def counters(self) -> Response:
+        return jsonify(self.state.counters())
 
-    @control.get("/faults")
-    def _list_faults() -> Response:
-        return jsonify({"rules": state.faults.rules()})
+    def list_faults(self) -> Response:
+        return jsonify({"rules": self.state.faults.rules()})
 
-    @control.post("/faults")
-    def _set_faults() -> tuple[Response, int] | Response:
+    def set_faults(self) -> tuple[Response, int] | Response:
         try:
             rules, seed, append = parse_rules(request.get_json(silent=True))
         except FaultSpecError as exc:
             return jsonify({"error": str(exc)}), 400
-        state.faults.set_rules(rules, seed=seed, append=append)
-        return jsonify({"rules": state.faults.rules()})
+        self.state.faults.set_rules(rules, seed=seed, append=append)
+        return jsonify({"rules": self.state.faults.rules()})
 
-    @control.delete("/faults")
-    def _clear_faults() -> Response:
-        state.faults.clear()
+    def clear_faults(self) -> Response:
+        self.state.faults.clear()
         return jsonify({"rules": []})
 
-    @control.post("/tokens/expire")
-    def _expire_tokens() -> Response:
-        return jsonify({"expired": state.expire_tokens()})
+    def expire_tokens(self) -> Response:
+        return jsonify({"expired": self.state.expire_tokens()})
 
-    app.register_blueprint(control)
+
+CONTROL_ENDPOINTS = (
+    Endpoint("POST", "/reset", "reset"),
+    Endpoint("GET", "/counters", "counters"),
+    Endpoint("GET", "/faults", "list_faults"),
+    Endpoint("POST", "/faults", "set_faults"),
+    Endpoint("DELETE", "/faults", "clear_faults"),
+    Endpoint("POST", "/tokens/expire", "expire_tokens"),
+)

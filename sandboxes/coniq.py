@@ -34,9 +34,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sandboxes.base import SandboxState, install
+from sandboxes.base import CONTROL_PREFIX, Endpoint, SandboxState, install, register_endpoints
 
-__all__ = ["ConiqState", "create_app"]
+__all__ = ["ENDPOINTS", "ConiqApi", "ConiqState", "create_app"]
 
 API_VERSION = "2.0"
 _API_KEY_HEADER = re.compile(r'^ApiKey\s+key="([^"]*)"$')
@@ -97,28 +97,40 @@ def create_app(state: ConiqState | None = None, *, api_key: str | None = None) -
     app = Flask("sandboxes.coniq")
     app.extensions["sandbox_state"] = st
     install(app, st, _error)
+    api = ConiqApi(st, key)
+    app.register_error_handler(404, api.not_found)
+    app.register_error_handler(405, api.not_allowed)
+    app.before_request(api.authenticate)
+    register_endpoints(app, api, ENDPOINTS)
+    return app
 
-    @app.errorhandler(404)
-    def _not_found(_exc: Exception) -> Response:
+
+class ConiqApi:
+    """The sandbox's request handlers, one method per endpoint of :data:`ENDPOINTS`."""
+
+    def __init__(self, state: ConiqState, api_key: str) -> None:
+        self.st = state
+        self._key = api_key
+
+    def not_found(self, _exc: Exception) -> Response:
         return _error(404, None, "Not Found")
 
-    @app.errorhandler(405)
-    def _not_allowed(_exc: Exception) -> Response:
+    def not_allowed(self, _exc: Exception) -> Response:
         return _error(405, None, "Method Not Allowed")
 
-    @app.before_request
-    def _authenticate() -> Response | None:
-        if request.path.startswith("/_sandbox"):
+    def authenticate(self) -> Response | None:
+        """3.2 [PUB S7]: ``Authorization: ApiKey key="…"`` and ``x-api-version: 2.0``."""
+        if request.path.startswith(CONTROL_PREFIX):
             return None
         match = _API_KEY_HEADER.match(request.headers.get("Authorization", "").strip())
-        if match is None or not secrets.compare_digest(match.group(1), key):
+        if match is None or not secrets.compare_digest(match.group(1), self._key):
             return _error(401, None, "Unauthorized")
         if request.headers.get("x-api-version", "").strip() != API_VERSION:
             return _error(400, None, f"Unsupported x-api-version; use {API_VERSION}")
         return None
 
-    @app.post("/subscription/<subscription_id>/reward")
-    def _assign(subscription_id: str) -> tuple[Response, int] | Response:
+    def assign(self, subscription_id: str) -> tuple[Response, int] | Response:
+        """3.5 [DESIGN]: assign a reward; ``external_reference`` makes a replay answer 200."""
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return _error(400, None, "Body must be a JSON object")
@@ -129,13 +141,13 @@ def create_app(state: ConiqState | None = None, *, api_key: str | None = None) -
             return _error(422, None, "offer_id and external_reference are required")
         if expiry is not None and not _DATE.match(str(expiry)):
             return _error(422, None, "expiry_date must be YYYY-MM-DD")
-        with st.lock:
-            existing = st.records.get(reference)
+        with self.st.lock:
+            existing = self.st.records.get(reference)
             if existing is not None:
                 if existing.subscription_id != subscription_id:
                     return _error(409, None, "external_reference already used elsewhere")
                 return jsonify(existing.body), 200
-            record_id = st.next_id()
+            record_id = self.st.next_id()
             stored = {
                 "id": record_id,
                 "subscription_id": subscription_id,
@@ -144,12 +156,15 @@ def create_app(state: ConiqState | None = None, *, api_key: str | None = None) -
                 "expiry_date": expiry,
                 "status": "issued",
             }
-            st.records[reference] = RewardRecord(record_id, subscription_id, stored)
-            st.record_issue(reference)
+            self.st.records[reference] = RewardRecord(record_id, subscription_id, stored)
+            self.st.record_issue(reference)
             return jsonify(stored), 201
 
-    @app.get("/subscription")
-    def _subscriptions() -> Response:
+    def subscriptions(self) -> Response:
         return jsonify([])
 
-    return app
+
+ENDPOINTS = (
+    Endpoint("POST", "/subscription/<subscription_id>/reward", "assign"),
+    Endpoint("GET", "/subscription", "subscriptions"),
+)

@@ -5,7 +5,10 @@ without vendor credentials and so the worker's retry paths can be tested against
 server. It implements the vendor-documented behaviour (``data``/``version`` envelope,
 ``paging``, ``{error_name, error_message}`` errors, ``order_id`` idempotency with 201 then
 200) and the parts providers.md tags [DESIGN] (integer ``version`` on every redemption,
-``If-Match`` on actions, ``user_mismatch``/``conflict_uniqueness`` on replays).
+``If-Match`` on actions, ``user_mismatch``/``conflict_uniqueness`` on replays). Required
+by the vendor and refused when missing: the credentials (401 ``unauthorized``), an
+``Accept`` that allows JSON or PDF (1.1, 406 ``not_acceptable``), the ``data`` wrapper,
+``data.order_id`` (422 ``invalid_request``) and ``data.user`` (422 ``invalid_user``).
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sandboxes.base import SandboxState, current_fault, install
+from sandboxes.base import (
+    CONTROL_PREFIX,
+    Endpoint,
+    SandboxState,
+    accepts,
+    current_fault,
+    install,
+    register_endpoints,
+)
 from sandboxes.faults import FaultKind
 
-__all__ = ["IfeelgoodsState", "create_app"]
+__all__ = ["ENDPOINTS", "IfeelgoodsApi", "IfeelgoodsState", "create_app"]
 
 API_PREFIX = "/fulfillment/v2"
 TOKEN_TTL_SECONDS = 7200  # providers.md 1.2: expires_in 7200 in the blueprint example
@@ -30,6 +41,8 @@ DEFAULT_PER_PAGE = 20  # providers.md 1.4 [DESIGN]
 MAX_PER_PAGE = 100  # keeps a careless list call cheap
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O/1/I, like printed gift cards
+# providers.md 1.1: JSON (``; pretty=true`` too) or a redemption rendered as a PDF e-card.
+ACCEPTED_MEDIA_TYPES = ("application/json", "application/pdf")
 
 # providers.md 1.5 [SEED 003] messages, plus our own names for 429/5xx [DESIGN].
 ERROR_MESSAGES: dict[str, str] = {
@@ -181,39 +194,58 @@ def create_app(
     app = Flask("sandboxes.ifeelgoods")
     app.extensions["sandbox_state"] = st
     install(app, st, _error)
+    api = IfeelgoodsApi(st, key, secret)
+    app.register_error_handler(404, api.not_found)
+    app.register_error_handler(405, api.not_found)
+    app.before_request(api.negotiate)
+    app.before_request(api.authenticate)
+    register_endpoints(app, api, ENDPOINTS)
+    return app
 
-    @app.errorhandler(404)
-    def _not_found(_exc: Exception) -> Response:
+
+class IfeelgoodsApi:
+    """The sandbox's request handlers, one method per endpoint of :data:`ENDPOINTS`."""
+
+    def __init__(self, state: IfeelgoodsState, api_key: str, api_secret: str) -> None:
+        self.st = state
+        self._key = api_key
+        self._secret = api_secret
+
+    def not_found(self, _exc: Exception) -> Response:
         return _error(404)
 
-    @app.errorhandler(405)
-    def _not_allowed(_exc: Exception) -> Response:
-        return _error(404)
+    def negotiate(self) -> Response | None:
+        """providers.md 1.1 [SEED 003; PUB S2]: JSON (or a PDF e-card) only; an ``Accept``
+        that allows neither is 406 ``not_acceptable``."""
+        if request.path.startswith(CONTROL_PREFIX):
+            return None
+        if accepts(request.headers.get("Accept"), ACCEPTED_MEDIA_TYPES):
+            return None
+        return _error(406)
 
-    @app.before_request
-    def _authenticate() -> Response | None:
+    def authenticate(self) -> Response | None:
+        """providers.md 1.2 [SEED 003]: ``Api-Key`` + ``Api-Secret`` headers, or a Bearer."""
         if not request.path.startswith(API_PREFIX):
             return None
         header_key = request.headers.get("Api-Key")
         header_secret = request.headers.get("Api-Secret")
         if header_key is not None or header_secret is not None:
-            ok = secrets.compare_digest(header_key or "", key) and secrets.compare_digest(
-                header_secret or "", secret
+            ok = secrets.compare_digest(header_key or "", self._key) and secrets.compare_digest(
+                header_secret or "", self._secret
             )
             return None if ok else _error(401)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and st.token_status(token.strip()) == "valid":
+        if scheme.lower() == "bearer" and self.st.token_status(token.strip()) == "valid":
             return None
         return _error(401)
 
-    @app.post("/oauth/token")
-    def _token() -> tuple[Response, int] | Response:
+    def token(self) -> tuple[Response, int] | Response:
         """providers.md 1.2 [PUB S1 apiary]: client_id/client_secret, grant account_application."""
         body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
         body = body if isinstance(body, dict) else {}
         ok = (
-            secrets.compare_digest(str(body.get("client_id", "")), key)
-            and secrets.compare_digest(str(body.get("client_secret", "")), secret)
+            secrets.compare_digest(str(body.get("client_id", "")), self._key)
+            and secrets.compare_digest(str(body.get("client_secret", "")), self._secret)
             and body.get("grant_type") == "account_application"
         )
         if not ok:
@@ -226,7 +258,7 @@ def create_app(
                     ),
                 }
             ), 401
-        token, _created = st.mint_token(TOKEN_TTL_SECONDS)
+        token, _created = self.st.mint_token(TOKEN_TTL_SECONDS)
         return jsonify(
             {
                 "access_token": token,
@@ -237,29 +269,94 @@ def create_app(
             }
         )
 
-    def single(record: RedemptionRecord, status: int = 200) -> tuple[Response, int]:
-        return jsonify({"data": _redemption_json(record), "version": record.version}), status
+    def account(self) -> Response:
+        return jsonify({"data": dict(SANDBOX_ACCOUNT)})
 
-    def data_body() -> dict[str, Any] | None:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-            return None
-        data: dict[str, Any] = body["data"]
-        return data
+    def promotion(self, promotion_id: int) -> Response:
+        promo = self.st.promotions.get(promotion_id)
+        if promo is None:
+            return _error(404)
+        return jsonify({"data": _promotion_json(promo)})
 
-    def valid_user(user: Any) -> bool:
-        return (
-            isinstance(user, dict) and isinstance(user.get("email"), str) and "@" in user["email"]
+    def create_or_find(self, promotion_id: int) -> tuple[Response, int] | Response:
+        """providers.md 1.6: create (201, state pending) or find (200) by order_id."""
+        promo = self.st.promotions.get(promotion_id)
+        if promo is None:
+            return _error(404)
+        data = _data_body()
+        if data is None or not isinstance(data.get("order_id"), str) or not data["order_id"]:
+            return _error(422, "invalid_request", "data.order_id is required.")
+        user = data.get("user")
+        if user is not None and not _valid_user(user):
+            return _error(422, "invalid_user")
+        reward = data.get("reward")
+        sku = reward.get("sku") if isinstance(reward, dict) else None
+        if sku is not None and sku not in promo.rewards:
+            return _error(404, "not_found", "Unknown reward sku for this promotion.")
+        order_id: str = data["order_id"]
+        with self.st.lock:
+            existing = self.st.by_order.get((promotion_id, order_id))
+            if existing is not None:
+                return _single(self.st.redemptions[existing], 200)
+            record = self._new_record(promotion_id, order_id, sku, user, version=1)
+            return _single(record, 201)
+
+    def create_and_redeem(self, promotion_id: int, sku: str) -> tuple[Response, int] | Response:
+        """providers.md 1.9 [PUB S3]: 201 first, 200 on replay with same order_id and user.
+
+        An ``order_id`` whose redemption exists but is not redeemed (created with the
+        two-call flow, or booked) is handed back as it is, 200: "the same redemption, no
+        new charge" (1.9). Whether the vendor would redeem it instead is not documented
+        [DESIGN]; a client must then redeem it itself, with If-Match.
+        """
+        promo = self.st.promotions.get(promotion_id)
+        if promo is None or sku not in promo.rewards:
+            return _error(404)
+        data = _data_body()
+        if data is None or not isinstance(data.get("order_id"), str) or not data["order_id"]:
+            return _error(422, "invalid_request", "data.order_id is required.")
+        if not _valid_user(data.get("user")):
+            return _error(422, "invalid_user")
+        user: dict[str, Any] = data["user"]
+        order_id: str = data["order_id"]
+        with self.st.lock:
+            existing_id = self.st.by_order.get((promotion_id, order_id))
+            if existing_id is not None:
+                return _replay(self.st.redemptions[existing_id], user, sku)
+            # version 0: redeem_record bumps it to 1, created and redeemed in one change
+            record = self._new_record(promotion_id, order_id, sku, user, version=0)
+            self._redeem_record(record, sku)
+            return _single(record, 201)
+
+    def _new_record(
+        self,
+        promotion_id: int,
+        order_id: str,
+        sku: str | None,
+        user: dict[str, Any] | None,
+        *,
+        version: int,
+    ) -> RedemptionRecord:
+        """Store a new pending redemption under its order id (caller holds the lock)."""
+        now = _now()
+        record = RedemptionRecord(
+            id=_new_redemption_id(),
+            promotion_id=promotion_id,
+            order_id=order_id,
+            state="pending",
+            version=version,
+            reward_sku=sku,
+            user=dict(user) if user else None,
+            created=now,
+            updated=now,
         )
+        self.st.redemptions[record.id] = record
+        self.st.by_order[(promotion_id, order_id)] = record.id
+        self.st.record_issue(order_id)
+        return record
 
-    def same_user(record: RedemptionRecord, user: dict[str, Any] | None) -> bool:
-        if record.user is None or user is None:
-            return True
-        return str(record.user.get("email", "")).lower() == str(user.get("email", "")).lower()
-
-    def redeem_record(record: RedemptionRecord, sku: str) -> None:
-        promo = st.promotions[record.promotion_id]
-        reward = promo.rewards[sku]
+    def _redeem_record(self, record: RedemptionRecord, sku: str) -> None:
+        reward = self.st.promotions[record.promotion_id].rewards[sku]
         record.reward_sku = sku
         record.state = "redeemed"
         record.version += 1
@@ -268,151 +365,9 @@ def create_app(
             {"name": reward.code_name, "value": _new_code(), "format": "string", "usage": "primary"}
         ]
 
-    def check_if_match(record: RedemptionRecord) -> Response | None:
-        fault = current_fault()
-        if fault is not None and fault.kind is FaultKind.PRECONDITION_RACE:
-            record.version += fault.bumps  # another writer got there first
-        try:
-            expected = _parse_if_match(request.headers.get("If-Match"))
-        except ValueError:
-            return _error(400, "bad_request", "If-Match must be an integer version.")
-        if expected is not None and expected != record.version:
-            return _error(412)
-        return None
-
-    @app.get(f"{API_PREFIX}/accounts/me")
-    def _account() -> Response:
-        return jsonify(
-            {
-                "data": {
-                    "id": 1,
-                    "login": "sandbox",
-                    "name": "rewardrelay sandbox",
-                    "email": "sandbox@example.invalid",
-                    "phone_number": None,
-                    "roles": ["api"],
-                    "timezone": "UTC",
-                    "locale": "en",
-                    "access_type": "api",
-                }
-            }
-        )
-
-    @app.get(f"{API_PREFIX}/promotions/<int:promotion_id>")
-    def _promotion(promotion_id: int) -> Response:
-        promo = st.promotions.get(promotion_id)
-        if promo is None:
-            return _error(404)
-        return jsonify(
-            {
-                "data": {
-                    "id": promo.id,
-                    "name": promo.name,
-                    "status": "enabled",
-                    "state": "ready",
-                    "redeem_frequency": "unlimited",
-                    "authentication_systems": ["email"],
-                    "secured_order_ids": False,
-                    "rewards": [
-                        {"sku": r.sku, "name": r.name, "state": "ready", "status": "enabled"}
-                        for r in promo.rewards.values()
-                    ],
-                }
-            }
-        )
-
-    @app.post(f"{API_PREFIX}/promotions/<int:promotion_id>/redemptions")
-    def _create_or_find(promotion_id: int) -> tuple[Response, int] | Response:
-        """providers.md 1.6: create (201, state pending) or find (200) by order_id."""
-        promo = st.promotions.get(promotion_id)
-        if promo is None:
-            return _error(404)
-        data = data_body()
-        if data is None or not isinstance(data.get("order_id"), str) or not data["order_id"]:
-            return _error(422, "invalid_request", "data.order_id is required.")
-        user = data.get("user")
-        if user is not None and not valid_user(user):
-            return _error(422, "invalid_user")
-        reward = data.get("reward")
-        sku = reward.get("sku") if isinstance(reward, dict) else None
-        if sku is not None and sku not in promo.rewards:
-            return _error(404, "not_found", "Unknown reward sku for this promotion.")
-        order_id: str = data["order_id"]
-        with st.lock:
-            existing = st.by_order.get((promotion_id, order_id))
-            if existing is not None:
-                return single(st.redemptions[existing], 200)
-            now = _now()
-            record = RedemptionRecord(
-                id=_new_redemption_id(),
-                promotion_id=promotion_id,
-                order_id=order_id,
-                state="pending",
-                version=1,
-                reward_sku=sku,
-                user=dict(user) if user else None,
-                created=now,
-                updated=now,
-            )
-            st.redemptions[record.id] = record
-            st.by_order[(promotion_id, order_id)] = record.id
-            st.record_issue(order_id)
-            return single(record, 201)
-
-    @app.post(
-        f"{API_PREFIX}/promotions/<int:promotion_id>/rewards/<sku>/redemptions/actions/redeem"
-    )
-    def _create_and_redeem(promotion_id: int, sku: str) -> tuple[Response, int] | Response:
-        """providers.md 1.9 [PUB S3]: 201 first, 200 on replay with same order_id and user.
-
-        An ``order_id`` whose redemption exists but is not redeemed (created with the
-        two-call flow, or booked) is handed back as it is, 200: "the same redemption, no
-        new charge" (1.9). Whether the vendor would redeem it instead is not documented
-        [DESIGN]; a client must then redeem it itself, with If-Match.
-        """
-        promo = st.promotions.get(promotion_id)
-        if promo is None or sku not in promo.rewards:
-            return _error(404)
-        data = data_body()
-        if data is None or not isinstance(data.get("order_id"), str) or not data["order_id"]:
-            return _error(422, "invalid_request", "data.order_id is required.")
-        if not valid_user(data.get("user")):
-            return _error(422, "invalid_user")
-        user: dict[str, Any] = data["user"]
-        order_id: str = data["order_id"]
-        with st.lock:
-            existing_id = st.by_order.get((promotion_id, order_id))
-            if existing_id is not None:
-                record = st.redemptions[existing_id]
-                if not same_user(record, user):
-                    return _error(409, "user_mismatch")
-                if record.reward_sku is not None and record.reward_sku != sku:
-                    return _error(409, "conflict_uniqueness")
-                if record.state not in ("redeemed", "pending", "booked"):
-                    return _error(422, "operation_refused")
-                return single(record, 200)
-            now = _now()
-            record = RedemptionRecord(
-                id=_new_redemption_id(),
-                promotion_id=promotion_id,
-                order_id=order_id,
-                state="pending",
-                version=0,  # redeem_record bumps it to 1: created and redeemed in one change
-                reward_sku=sku,
-                user=dict(user),
-                created=now,
-                updated=now,
-            )
-            redeem_record(record, sku)
-            st.redemptions[record.id] = record
-            st.by_order[(promotion_id, order_id)] = record.id
-            st.record_issue(order_id)
-            return single(record, 201)
-
-    @app.get(f"{API_PREFIX}/promotions/<int:promotion_id>/redemptions")
-    def _list(promotion_id: int) -> Response:
+    def list_redemptions(self, promotion_id: int) -> Response:
         """providers.md 1.6 filters; 1.3/1.4 ``paging`` with page/per_page [DESIGN]."""
-        if promotion_id not in st.promotions:
+        if promotion_id not in self.st.promotions:
             return _error(404)
         try:
             page = max(1, int(request.args.get("page", "1")))
@@ -427,10 +382,10 @@ def create_app(
             "reward_sku": request.args.get("reward_sku"),
         }
         email = request.args.get("user_email")
-        with st.lock:
+        with self.st.lock:
             rows = [
                 r
-                for r in st.redemptions.values()
+                for r in self.st.redemptions.values()
                 if r.promotion_id == promotion_id
                 and all(v is None or getattr(r, k) == v for k, v in filters.items())
                 and (email is None or (r.user or {}).get("email", "").lower() == email.lower())
@@ -441,62 +396,147 @@ def create_app(
             {"data": data, "paging": {"page": page, "per_page": per_page, "total": len(rows)}}
         )
 
-    @app.get(f"{API_PREFIX}/redemptions/<redemption_id>")
-    def _get(redemption_id: str) -> tuple[Response, int] | Response:
-        with st.lock:
-            record = st.redemptions.get(redemption_id)
+    def get_redemption(self, redemption_id: str) -> tuple[Response, int] | Response:
+        with self.st.lock:
+            record = self.st.redemptions.get(redemption_id)
             if record is None:
                 return _error(404)
-            return single(record)
+            return _single(record)
 
-    @app.post(f"{API_PREFIX}/redemptions/<redemption_id>/actions/redeem")
-    def _redeem(redemption_id: str) -> tuple[Response, int] | Response:
+    def redeem(self, redemption_id: str) -> tuple[Response, int] | Response:
         """providers.md 1.6 redeem action; If-Match per 1.8 [DESIGN]."""
-        data = data_body()
-        if data is None or not valid_user(data.get("user")):
+        data = _data_body()
+        if data is None or not _valid_user(data.get("user")):
             return _error(422, "invalid_user")
         user: dict[str, Any] = data["user"]
         reward = data.get("reward")
-        with st.lock:
-            record = st.redemptions.get(redemption_id)
+        with self.st.lock:
+            record = self.st.redemptions.get(redemption_id)
             if record is None:
                 return _error(404)
-            refused = check_if_match(record)
+            refused = _check_if_match(record)
             if refused is not None:
                 return refused
-            if not same_user(record, user):
+            if not _same_user(record, user):
                 return _error(409, "user_mismatch")
             if record.state == "redeemed":
-                return single(record)
+                return _single(record)
             if record.state != "pending":
                 return _error(422, "operation_refused")
             sku = reward.get("sku") if isinstance(reward, dict) else record.reward_sku
-            if sku is None or sku not in st.promotions[record.promotion_id].rewards:
+            if sku is None or sku not in self.st.promotions[record.promotion_id].rewards:
                 return _error(422, "invalid_request", "A valid reward sku is required.")
             record.user = record.user or dict(user)
-            redeem_record(record, sku)
-            return single(record)
+            self._redeem_record(record, sku)
+            return _single(record)
 
-    @app.post(f"{API_PREFIX}/redemptions/<redemption_id>/actions/cancel")
-    def _cancel(redemption_id: str) -> tuple[Response, int] | Response:
+    def cancel(self, redemption_id: str) -> tuple[Response, int] | Response:
         """providers.md 1.7: booked/pending can be canceled; redeemed is terminal."""
-        with st.lock:
-            record = st.redemptions.get(redemption_id)
+        with self.st.lock:
+            record = self.st.redemptions.get(redemption_id)
             if record is None:
                 return _error(404)
-            refused = check_if_match(record)
+            refused = _check_if_match(record)
             if refused is not None:
                 return refused
             if record.state == "canceled":
-                return single(record)
+                return _single(record)
             if record.state not in ("pending", "booked"):
                 return _error(422, "operation_refused")
             record.state = "canceled"
             record.version += 1
             record.updated = _now()
-            return single(record)
+            return _single(record)
 
-    return app
+
+_PROMOTION = f"{API_PREFIX}/promotions/<int:promotion_id>"
+ENDPOINTS = (
+    Endpoint("POST", "/oauth/token", "token"),
+    Endpoint("GET", f"{API_PREFIX}/accounts/me", "account"),
+    Endpoint("GET", _PROMOTION, "promotion"),
+    Endpoint("POST", f"{_PROMOTION}/redemptions", "create_or_find"),
+    Endpoint("POST", f"{_PROMOTION}/rewards/<sku>/redemptions/actions/redeem", "create_and_redeem"),
+    Endpoint("GET", f"{_PROMOTION}/redemptions", "list_redemptions"),
+    Endpoint("GET", f"{API_PREFIX}/redemptions/<redemption_id>", "get_redemption"),
+    Endpoint("POST", f"{API_PREFIX}/redemptions/<redemption_id>/actions/redeem", "redeem"),
+    Endpoint("POST", f"{API_PREFIX}/redemptions/<redemption_id>/actions/cancel", "cancel"),
+)
+
+SANDBOX_ACCOUNT: dict[str, Any] = {
+    "id": 1,
+    "login": "sandbox",
+    "name": "rewardrelay sandbox",
+    "email": "sandbox@example.invalid",
+    "phone_number": None,
+    "roles": ["api"],
+    "timezone": "UTC",
+    "locale": "en",
+    "access_type": "api",
+}
+
+
+def _single(record: RedemptionRecord, status: int = 200) -> tuple[Response, int]:
+    return jsonify({"data": _redemption_json(record), "version": record.version}), status
+
+
+def _data_body() -> dict[str, Any] | None:
+    """providers.md 1.3: request payloads are wrapped in ``data``."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        return None
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def _valid_user(user: Any) -> bool:
+    return isinstance(user, dict) and isinstance(user.get("email"), str) and "@" in user["email"]
+
+
+def _same_user(record: RedemptionRecord, user: dict[str, Any] | None) -> bool:
+    if record.user is None or user is None:
+        return True
+    return str(record.user.get("email", "")).lower() == str(user.get("email", "")).lower()
+
+
+def _replay(record: RedemptionRecord, user: dict[str, Any], sku: str) -> tuple[Response, int]:
+    """A create-and-redeem for an order id seen before (providers.md 1.9)."""
+    if not _same_user(record, user):
+        return _error(409, "user_mismatch"), 409
+    if record.reward_sku is not None and record.reward_sku != sku:
+        return _error(409, "conflict_uniqueness"), 409
+    if record.state not in ("redeemed", "pending", "booked"):
+        return _error(422, "operation_refused"), 422
+    return _single(record, 200)
+
+
+def _check_if_match(record: RedemptionRecord) -> Response | None:
+    """providers.md 1.8 [DESIGN]: a stale If-Match is 412 (a race fault bumps first)."""
+    fault = current_fault()
+    if fault is not None and fault.kind is FaultKind.PRECONDITION_RACE:
+        record.version += fault.bumps  # another writer got there first
+    try:
+        expected = _parse_if_match(request.headers.get("If-Match"))
+    except ValueError:
+        return _error(400, "bad_request", "If-Match must be an integer version.")
+    if expected is not None and expected != record.version:
+        return _error(412)
+    return None
+
+
+def _promotion_json(promo: PromotionSpec) -> dict[str, Any]:
+    return {
+        "id": promo.id,
+        "name": promo.name,
+        "status": "enabled",
+        "state": "ready",
+        "redeem_frequency": "unlimited",
+        "authentication_systems": ["email"],
+        "secured_order_ids": False,
+        "rewards": [
+            {"sku": r.sku, "name": r.name, "state": "ready", "status": "enabled"}
+            for r in promo.rewards.values()
+        ],
+    }
 
 
 def _redemption_json(record: RedemptionRecord) -> dict[str, Any]:

@@ -6,7 +6,10 @@ against a real HTTP server. Implements the client-credentials token endpoint (4.
 tokens, form-encoded), JSON:API 1.0 envelopes (4.3), ``filter[...]``, ``sort`` and
 ``page[number]``/``page[size]`` (4.4), users and wallet transactions (4.5) with guarded
 state transitions (4.6 [DESIGN]: realized/cancelled are terminal, a PUT on a terminal
-transaction answers 409).
+transaction answers 409). JSON:API rules enforced: writes sent as
+``application/vnd.api+json`` without media type parameters (415), an ``Accept`` that allows
+it (406), ``data.type`` present (400) and naming the collection (409); wallet transactions
+need ``user``, ``type``, ``amount`` and ``description`` (422).
 
 [DESIGN] parts (not published by Ignico): the ``meta.page`` key names and ``links`` (4.4),
 the JSON:API error body (4.3), ``include=user`` on wallet transactions (the public client
@@ -33,9 +36,16 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sandboxes.base import CONTROL_PREFIX, SandboxState, install
+from sandboxes.base import (
+    CONTROL_PREFIX,
+    Endpoint,
+    SandboxState,
+    accepts,
+    install,
+    register_endpoints,
+)
 
-__all__ = ["IgnicoState", "create_app"]
+__all__ = ["ENDPOINTS", "IgnicoApi", "IgnicoState", "create_app"]
 
 API_PREFIX = "/api/v1"
 TOKEN_PATH = f"{API_PREFIX}/oauth2/token"
@@ -50,6 +60,7 @@ _TITLES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    406: "Not Acceptable",
     409: "Conflict",
     415: "Unsupported Media Type",
     422: "Unprocessable Entity",
@@ -211,42 +222,59 @@ def create_app(
     app = Flask("sandboxes.ignico")
     app.extensions["sandbox_state"] = st
     install(app, st, _error)
+    api = IgnicoApi(st, cid, csecret)
+    app.register_error_handler(404, api.not_found)
+    app.register_error_handler(405, api.not_found)
+    app.before_request(api.authenticate)
+    app.before_request(api.media_type)
+    register_endpoints(app, api, ENDPOINTS)
+    return app
 
-    @app.errorhandler(404)
-    def _not_found(_exc: Exception) -> Response:
+
+class IgnicoApi:
+    """The sandbox's request handlers, one method per endpoint of :data:`ENDPOINTS`."""
+
+    def __init__(self, state: IgnicoState, client_id: str, client_secret: str) -> None:
+        self.st = state
+        self._client_id = client_id
+        self._client_secret = client_secret
+
+    def not_found(self, _exc: Exception) -> Response:
         return _error(404, "not_found", "The resource does not exist.")
 
-    @app.errorhandler(405)
-    def _not_allowed(_exc: Exception) -> Response:
-        return _error(404, "not_found", "The resource does not exist.")
-
-    @app.before_request
-    def _authenticate() -> Response | None:
+    def authenticate(self) -> Response | None:
+        """providers.md 4.2 [SEED 000]: every endpoint but the token one needs a Bearer."""
         if not request.path.startswith(API_PREFIX) or request.path == TOKEN_PATH:
             return None
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        status = st.token_status(token.strip()) if scheme.lower() == "bearer" else "unknown"
+        status = self.st.token_status(token.strip()) if scheme.lower() == "bearer" else "unknown"
         if status == "valid":
             return None
         # providers.md 4.2 [PUB S9] names only the token 401 body; resources answer JSON:API.
         detail = "The access token expired." if status == "expired" else "Unauthenticated."
         return _error(401, "unauthorized", detail)
 
-    @app.before_request
-    def _media_type() -> Response | None:
-        """JSON:API 1.0: writes must be sent as ``application/vnd.api+json``."""
+    def media_type(self) -> Response | None:
+        """providers.md 4.3 (JSON:API 1.0): writes are sent as ``application/vnd.api+json``
+        without media type parameters (else 415); ``Accept`` must allow it (else 406)."""
         if not request.path.startswith(API_PREFIX) or request.path == TOKEN_PATH:
             return None
-        if request.method in ("POST", "PUT", "PATCH") and request.mimetype != JSONAPI:
-            return _error(415, "unsupported_media_type", f"Content-Type must be {JSONAPI}.")
+        if request.method in ("POST", "PUT", "PATCH"):
+            if request.mimetype != JSONAPI:
+                return _error(415, "unsupported_media_type", f"Content-Type must be {JSONAPI}.")
+            if request.mimetype_params:
+                return _error(
+                    415, "unsupported_media_type", f"{JSONAPI} takes no media type parameters."
+                )
+        if not accepts(request.headers.get("Accept"), (JSONAPI,)):
+            return _error(406, "not_acceptable", f"Accept must allow {JSONAPI}.")
         return None
 
-    @app.post(TOKEN_PATH)
-    def _token() -> Response | tuple[Response, int]:
+    def token(self) -> Response | tuple[Response, int]:
         """providers.md 4.2: form-encoded client credentials, the only grant type."""
         form = request.form
-        valid = secrets.compare_digest(form.get("client_id", ""), cid) and (
-            secrets.compare_digest(form.get("client_secret", ""), csecret)
+        valid = secrets.compare_digest(form.get("client_id", ""), self._client_id) and (
+            secrets.compare_digest(form.get("client_secret", ""), self._client_secret)
         )
         if not valid:
             return jsonify(
@@ -256,22 +284,14 @@ def create_app(
             return jsonify(
                 {"error": "unsupported_grant_type", "message": "Use client_credentials."}
             ), 400
-        token, _created = st.mint_token(TOKEN_TTL_SECONDS)
+        token, _created = self.st.mint_token(TOKEN_TTL_SECONDS)
         return jsonify(
             {"token_type": "Bearer", "expires_in": TOKEN_TTL_SECONDS, "access_token": token}
         )
 
-    def _attributes() -> dict[str, Any] | Response:
-        body = request.get_json(silent=True, force=True)
-        data = body.get("data") if isinstance(body, dict) else None
-        attributes = data.get("attributes") if isinstance(data, dict) else None
-        if not isinstance(attributes, dict):
-            return _error(400, "bad_request", "Body must be {data: {type, attributes}}.")
-        return attributes
-
-    @app.post(f"{API_PREFIX}/users")
-    def _create_user() -> Response:
-        attributes = _attributes()
+    def create_user(self) -> Response:
+        """providers.md 4.5: ``email`` and ``country`` (ISO alpha-2) are required."""
+        attributes = _attributes("user")
         if isinstance(attributes, Response):
             return attributes
         email = str(attributes.get("email") or "").strip().lower()
@@ -281,35 +301,39 @@ def create_app(
         subject = attributes.get("subject") or {}
         person = subject.get("person") if isinstance(subject, dict) else None
         person = person if isinstance(person, dict) else {}
-        with st.lock:
-            if st.user_by_email(email) is not None:
+        with self.st.lock:
+            if self.st.user_by_email(email) is not None:
                 return _error(422, "email_taken", "The email has already been taken.")
-            user = UserRecord(
-                id=st.next_id(),
-                email=email,
-                country=country.upper(),
-                first_name=str(person.get("firstName") or ""),
-                last_name=str(person.get("lastName") or ""),
-                referral_code=secrets.token_hex(4),
+            user = self._add_user(
+                email, country.upper(), person.get("firstName"), person.get("lastName")
             )
-            st.users[user.id] = user
             return _document({"data": _user_json(user)})
 
-    @app.get(f"{API_PREFIX}/users/<int:user_id>")
-    def _get_user(user_id: int) -> Response:
-        with st.lock:
-            user = st.users.get(user_id)
+    def _add_user(self, email: str, country: str, first: Any, last: Any) -> UserRecord:
+        """Store a new user (caller holds the lock)."""
+        user = UserRecord(
+            id=self.st.next_id(),
+            email=email,
+            country=country,
+            first_name=str(first or ""),
+            last_name=str(last or ""),
+            referral_code=secrets.token_hex(4),
+        )
+        self.st.users[user.id] = user
+        return user
+
+    def get_user(self, user_id: int) -> Response:
+        with self.st.lock:
+            user = self.st.users.get(user_id)
             if user is None:
                 return _error(404, "not_found", "User not found.")
             return _document({"data": _user_json(user)})
 
-    @app.post(f"{API_PREFIX}/users/wallets/transactions")
-    def _create_transaction() -> Response:
+    def create_transaction(self) -> Response:
         """providers.md 4.5: ``{user: {email}|{referralCode}, type, amount, description}``."""
-        attributes = _attributes()
+        attributes = _attributes("transaction")
         if isinstance(attributes, Response):
             return attributes
-        ref = attributes.get("user")
         kind = attributes.get("type")
         try:
             amount = Decimal(str(attributes.get("amount")))
@@ -317,77 +341,62 @@ def create_app(
             return _error(422, "invalid_amount", "amount must be a decimal number.")
         if kind not in ("add", "sub") or not amount.is_finite() or amount <= 0:
             return _error(422, "invalid_transaction", "type add|sub and a positive amount.")
-        with st.lock:
-            user = None
-            if isinstance(ref, dict) and ref.get("email"):
-                user = st.user_by_email(str(ref["email"]))
-            elif isinstance(ref, dict) and ref.get("referralCode"):
-                code = str(ref["referralCode"])
-                user = next((u for u in st.users.values() if u.referral_code == code), None)
+        description = attributes.get("description")
+        if not isinstance(description, str) or not description.strip():
+            return _error(422, "invalid_transaction", "description is required.")
+        with self.st.lock:
+            user = self._referenced_user(attributes.get("user"))
             if user is None:
                 return _error(422, "invalid_user", "user must name an existing user.")
             tx = TransactionRecord(
-                id=st.next_id(),
+                id=self.st.next_id(),
                 user_id=user.id,
                 type=str(kind),
                 amount=amount,
                 currency=str(attributes.get("currency") or "EUR").upper(),
-                description=str(attributes.get("description") or ""),
-                added_at=st.clock(),
+                description=description,
+                added_at=self.st.clock(),
                 realized=bool(attributes.get("realized", False)),
             )
-            st.transactions[tx.id] = tx
+            self.st.transactions[tx.id] = tx
             return _document({"data": _transaction_json(tx)})
 
-    @app.get(f"{API_PREFIX}/users/wallets/transactions")
-    def _list_transactions() -> Response:
+    def _referenced_user(self, ref: Any) -> UserRecord | None:
+        """``{email}`` or ``{referralCode}`` of an existing user (caller holds the lock)."""
+        if isinstance(ref, dict) and ref.get("email"):
+            return self.st.user_by_email(str(ref["email"]))
+        if isinstance(ref, dict) and ref.get("referralCode"):
+            code = str(ref["referralCode"])
+            return next((u for u in self.st.users.values() if u.referral_code == code), None)
+        return None
+
+    def list_transactions(self) -> Response:
         """providers.md 4.4 filters and sorts for wallet transactions; ``include=user``."""
         paging = _page_args()
         if isinstance(paging, Response):
             return paging
         number, size = paging
-        with st.lock:
-            rows = list(st.transactions.values())
-        for key, value in request.args.items():
-            if not key.startswith("filter["):
-                continue
-            name = key[len("filter[") : -1]
-            filtered = _filter(rows, name, value)
-            if isinstance(filtered, Response):
-                return filtered
-            rows = filtered
-        sort = request.args.get("sort", "id")
-        for spec in reversed([s for s in sort.split(",") if s]):
-            name = spec.lstrip("-")
-            if name not in _TRANSACTION_SORTS:
-                return _error(400, "invalid_sort", f"Unknown sort field {name!r}.")
-            attribute = "added_at" if name == "addedAt" else name
-            rows.sort(key=attrgetter(attribute), reverse=spec.startswith("-"))
+        with self.st.lock:
+            rows = _select(list(self.st.transactions.values()))
+        if isinstance(rows, Response):
+            return rows
         total = len(rows)
         last = max(1, -(-total // size))
         window = rows[(number - 1) * size : number * size]
         document: dict[str, Any] = {
             "data": [_transaction_json(tx) for tx in window],
-            "meta": {
-                "page": {
-                    "current-page": number,
-                    "per-page": size,
-                    "from": (number - 1) * size + 1 if window else None,
-                    "to": (number - 1) * size + len(window) if window else None,
-                    "total": total,
-                    "last-page": last,
-                }
-            },
+            "meta": {"page": _page_meta(number, size, len(window), total, last)},
             "links": _links(number, size, last),
         }
         if "user" in request.args.get("include", "").split(","):
-            with st.lock:
+            with self.st.lock:
                 ids = sorted({tx.user_id for tx in window})
-                document["included"] = [_user_json(st.users[i]) for i in ids if i in st.users]
+                document["included"] = [
+                    _user_json(self.st.users[i]) for i in ids if i in self.st.users
+                ]
         return _document(document)
 
-    @app.post(f"{CONTROL_PREFIX}/payouts")
-    def _seed_payouts() -> tuple[Response, int] | Response:
+    def seed_payouts(self) -> tuple[Response, int] | Response:
         """Demo and test seeding: pending payouts (``sub``, not realized) for emails."""
         body = request.get_json(silent=True)
         rows = body.get("payouts") if isinstance(body, dict) else None
@@ -396,74 +405,121 @@ def create_app(
         ):
             return jsonify({"error": "body must be {payouts: [{email, amount?}]}"}), 400
         created = []
-        with st.lock:
+        with self.st.lock:
             for row in rows:
                 email = str(row["email"]).strip().lower()
-                user = st.user_by_email(email)
-                if user is None:
-                    user = UserRecord(
-                        id=st.next_id(),
-                        email=email,
-                        country="GB",
-                        first_name=str(row.get("first_name") or ""),
-                        last_name=str(row.get("last_name") or ""),
-                        referral_code=secrets.token_hex(4),
-                    )
-                    st.users[user.id] = user
+                user = self.st.user_by_email(email) or self._add_user(
+                    email, "GB", row.get("first_name"), row.get("last_name")
+                )
                 try:
                     amount = Decimal(str(row.get("amount", "10")))
                 except InvalidOperation:
                     return jsonify({"error": "amount must be a decimal number"}), 400
                 tx = TransactionRecord(
-                    id=st.next_id(),
+                    id=self.st.next_id(),
                     user_id=user.id,
                     type="sub",
                     amount=amount,
                     currency="EUR",
                     description="payout",
-                    added_at=st.clock(),
+                    added_at=self.st.clock(),
                 )
-                st.transactions[tx.id] = tx
+                self.st.transactions[tx.id] = tx
                 created.append(_transaction_json(tx))
         return jsonify({"payouts": created})
 
-    @app.get(f"{API_PREFIX}/users/wallets/transactions/<int:tx_id>")
-    def _get_transaction(tx_id: int) -> Response:
-        with st.lock:
-            tx = st.transactions.get(tx_id)
+    def get_transaction(self, tx_id: int) -> Response:
+        with self.st.lock:
+            tx = self.st.transactions.get(tx_id)
             if tx is None:
                 return _error(404, "not_found", "Transaction not found.")
             return _document({"data": _transaction_json(tx)})
 
-    @app.put(f"{API_PREFIX}/users/wallets/transactions/<int:tx_id>")
-    def _update_transaction(tx_id: int) -> Response:
+    def update_transaction(self, tx_id: int) -> Response:
         """Realize ``{realized: true}`` or cancel ``{cancelled: true}``; terminal → 409."""
-        attributes = _attributes()
+        attributes = _attributes("transaction")
         if isinstance(attributes, Response):
             return attributes
         realize = attributes.get("realized") is True
         cancel = attributes.get("cancelled") is True
         if realize == cancel:
             return _error(422, "invalid_transition", "Send realized: true or cancelled: true.")
-        with st.lock:
-            tx = st.transactions.get(tx_id)
+        with self.st.lock:
+            tx = self.st.transactions.get(tx_id)
             if tx is None:
                 return _error(404, "not_found", "Transaction not found.")
             if tx.realized or tx.cancelled:
                 current = "realized" if tx.realized else "cancelled"
                 return _error(409, "transaction_closed", f"The transaction is already {current}.")
-            now = st.clock()
+            now = self.st.clock()
             if realize:
                 tx.realized, tx.realized_at = True, now
-                st.record_issue(f"realized:{tx.id}")
+                self.st.record_issue(f"realized:{tx.id}")
             else:
                 reason = attributes.get("cancellationReason")
                 tx.cancelled, tx.cancelled_at = True, now
                 tx.cancellation_reason = str(reason)[:200] if reason else None
-                st.record_issue(f"cancelled:{tx.id}")
+                self.st.record_issue(f"cancelled:{tx.id}")
             return _document({"data": _transaction_json(tx)})
 
-    return app
+
+_TRANSACTIONS = f"{API_PREFIX}/users/wallets/transactions"
+ENDPOINTS = (
+    Endpoint("POST", TOKEN_PATH, "token"),
+    Endpoint("POST", f"{API_PREFIX}/users", "create_user"),
+    Endpoint("GET", f"{API_PREFIX}/users/<int:user_id>", "get_user"),
+    Endpoint("POST", _TRANSACTIONS, "create_transaction"),
+    Endpoint("GET", _TRANSACTIONS, "list_transactions"),
+    Endpoint("POST", f"{CONTROL_PREFIX}/payouts", "seed_payouts"),
+    Endpoint("GET", f"{_TRANSACTIONS}/<int:tx_id>", "get_transaction"),
+    Endpoint("PUT", f"{_TRANSACTIONS}/<int:tx_id>", "update_transaction"),
+)
+
+
+def _attributes(resource_type: str) -> dict[str, Any] | Response:
+    """``data.attributes`` of a JSON:API request document whose ``data.type`` names the
+    collection: missing → 400, another type → 409 (JSON:API 1.0, creating resources)."""
+    body = request.get_json(silent=True, force=True)
+    data = body.get("data") if isinstance(body, dict) else None
+    attributes = data.get("attributes") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(attributes, dict):
+        return _error(400, "bad_request", "Body must be {data: {type, attributes}}.")
+    if "type" not in data:
+        return _error(400, "bad_request", "data.type is required.")
+    if data["type"] != resource_type:
+        return _error(409, "type_mismatch", f"data.type must be {resource_type!r}.")
+    return attributes
+
+
+def _select(rows: list[TransactionRecord]) -> list[TransactionRecord] | Response:
+    """Apply the request's ``filter[...]`` and ``sort`` (providers.md 4.4)."""
+    for key, value in request.args.items():
+        if not key.startswith("filter["):
+            continue
+        filtered = _filter(rows, key[len("filter[") : -1], value)
+        if isinstance(filtered, Response):
+            return filtered
+        rows = filtered
+    sort = request.args.get("sort", "id")
+    for spec in reversed([s for s in sort.split(",") if s]):
+        name = spec.lstrip("-")
+        if name not in _TRANSACTION_SORTS:
+            return _error(400, "invalid_sort", f"Unknown sort field {name!r}.")
+        attribute = "added_at" if name == "addedAt" else name
+        rows.sort(key=attrgetter(attribute), reverse=spec.startswith("-"))
+    return rows
+
+
+def _page_meta(number: int, size: int, shown: int, total: int, last: int) -> dict[str, Any]:
+    """providers.md 4.4 [DESIGN] ``meta.page`` keys."""
+    return {
+        "current-page": number,
+        "per-page": size,
+        "from": (number - 1) * size + 1 if shown else None,
+        "to": (number - 1) * size + shown if shown else None,
+        "total": total,
+        "last-page": last,
+    }
 
 
 def _filter(

@@ -33,9 +33,9 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, request
 
-from sandboxes.base import CONTROL_PREFIX, SandboxState, install
+from sandboxes.base import CONTROL_PREFIX, Endpoint, SandboxState, install, register_endpoints
 
-__all__ = ["OrdersPlatformState", "create_app"]
+__all__ = ["ENDPOINTS", "OrdersPlatformApi", "OrdersPlatformState", "create_app"]
 
 API_PREFIX = "/api"
 DEFAULT_ACCESS_TTL_SECONDS = 3600  # [DESIGN]
@@ -97,8 +97,14 @@ def _stamp(epoch: float) -> str:
 
 
 def _error(status: int, name: str | None = None, message: str | None = None) -> Response:
-    """Laravel default error bodies (providers.md 5.2 [DESIGN])."""
-    response = jsonify({"message": message or _MESSAGES.get(status, "Error")})
+    """Laravel default error bodies (providers.md 5.2 [DESIGN]). A 422 is a validation
+    failure: ``{"message": "The given data was invalid.", "errors": {name: [message]}}``,
+    ``name`` being the field."""
+    if status == 422:
+        errors = {name: [message or _MESSAGES[422]]} if name else {}
+        response = jsonify({"message": _MESSAGES[422], "errors": errors})
+    else:
+        response = jsonify({"message": message or _MESSAGES.get(status, "Error")})
     response.status_code = status
     return response
 
@@ -143,109 +149,131 @@ def create_app(
     app = Flask("sandboxes.orders_platform")
     app.extensions["sandbox_state"] = st
     install(app, st, _error)
+    api = OrdersPlatformApi(st, cid, csecret, registered)
+    app.register_error_handler(404, api.not_found)
+    app.register_error_handler(405, api.not_allowed)
+    app.before_request(api.authenticate)
+    register_endpoints(app, api, ENDPOINTS)
+    return app
 
-    @app.errorhandler(404)
-    def _not_found(_exc: Exception) -> Response:
+
+class OrdersPlatformApi:
+    """The sandbox's request handlers, one method per endpoint of :data:`ENDPOINTS`."""
+
+    def __init__(
+        self, state: OrdersPlatformState, client_id: str, client_secret: str, redirect_uri: str
+    ) -> None:
+        self.st = state
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._redirect_uri = redirect_uri
+
+    def not_found(self, _exc: Exception) -> Response:
         return _error(404)
 
-    @app.errorhandler(405)
-    def _not_allowed(_exc: Exception) -> Response:
+    def not_allowed(self, _exc: Exception) -> Response:
         return _error(405, None, "The method is not supported for this route.")
 
-    @app.before_request
-    def _authenticate() -> Response | None:
+    def authenticate(self) -> Response | None:
+        """Every ``/api`` call carries a Bearer access token (5.2 [DESIGN])."""
         if not request.path.startswith(f"{API_PREFIX}/"):
             return None
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        status = st.token_status(token.strip()) if scheme.lower() == "bearer" else "unknown"
+        status = self.st.token_status(token.strip()) if scheme.lower() == "bearer" else "unknown"
         return None if status == "valid" else _error(401)
 
-    @app.get("/oauth/authorize")
-    def _authorize() -> Response:
+    def authorize(self) -> Response:
         """Auto-approving consent screen: redirect back with a one-time code."""
         args = request.args
-        if args.get("client_id") != cid or args.get("redirect_uri") != registered:
+        if args.get("client_id") != self._client_id or args.get("redirect_uri") != (
+            self._redirect_uri
+        ):
             return _error(400, None, "Client authentication failed or redirect_uri mismatch.")
         if args.get("response_type") != "code":
             return _error(400, None, "The authorization grant type is not supported.")
         code = secrets.token_urlsafe(24)
-        with st.lock:
-            st.codes[code] = registered
+        with self.st.lock:
+            self.st.codes[code] = self._redirect_uri
         query = {"code": code}
         if args.get("state"):
             query["state"] = args["state"]
         response = Response(status=302)
-        response.headers["Location"] = f"{registered}?{urlencode(query)}"
+        response.headers["Location"] = f"{self._redirect_uri}?{urlencode(query)}"
         return response
 
-    @app.post("/oauth/token")
-    def _token() -> tuple[Response, int] | Response:
+    def token(self) -> tuple[Response, int] | Response:
+        """``authorization_code`` (code + redirect_uri) or ``refresh_token`` (rotating)."""
         form = request.get_json(silent=True) if request.is_json else request.form.to_dict()
         form = form if isinstance(form, dict) else {}
-        valid = secrets.compare_digest(str(form.get("client_id", "")), cid) and (
-            secrets.compare_digest(str(form.get("client_secret", "")), csecret)
+        valid = secrets.compare_digest(str(form.get("client_id", "")), self._client_id) and (
+            secrets.compare_digest(str(form.get("client_secret", "")), self._client_secret)
         )
         if not valid:
             return jsonify(
                 {"error": "invalid_client", "message": "Client authentication failed"}
             ), 401
-        grant = form.get("grant_type")
-        with st.lock:
-            if grant == "authorization_code":
-                uri = st.codes.pop(str(form.get("code", "")), None)
-                if uri is None or uri != form.get("redirect_uri"):
-                    return _invalid_grant("The authorization code is invalid or was used.")
-                st.record_issue("code")
-            elif grant == "refresh_token":
-                old = str(form.get("refresh_token", ""))
-                if old not in st.refresh_tokens:
-                    return _invalid_grant("The refresh token is invalid.")
-                st.refresh_tokens.discard(old)  # rotation: a refresh token works once
-                st.record_issue("refresh")
-            else:
-                return jsonify(
-                    {"error": "unsupported_grant_type", "message": "Unsupported grant type."}
-                ), 400
-            access, _created = st.mint_token(st.access_ttl)
+        with self.st.lock:
+            refused = self._grant(form)
+            if refused is not None:
+                return refused
+            access, _created = self.st.mint_token(self.st.access_ttl)
             refresh = secrets.token_urlsafe(32)
-            st.refresh_tokens.add(refresh)
+            self.st.refresh_tokens.add(refresh)
             return jsonify(
                 {
                     "token_type": "Bearer",
-                    "expires_in": st.access_ttl,
+                    "expires_in": self.st.access_ttl,
                     "access_token": access,
                     "refresh_token": refresh,
                 }
             )
 
-    @app.post(f"{CONTROL_PREFIX}/config")
-    def _config() -> tuple[Response, int] | Response:
+    def _grant(self, form: dict[str, Any]) -> tuple[Response, int] | None:
+        """Check and consume the grant (caller holds the lock); the refusal, or None."""
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            uri = self.st.codes.pop(str(form.get("code", "")), None)
+            if uri is None or uri != form.get("redirect_uri"):
+                return _invalid_grant("The authorization code is invalid or was used.")
+            self.st.record_issue("code")
+            return None
+        if grant == "refresh_token":
+            old = str(form.get("refresh_token", ""))
+            if old not in self.st.refresh_tokens:
+                return _invalid_grant("The refresh token is invalid.")
+            self.st.refresh_tokens.discard(old)  # rotation: a refresh token works once
+            self.st.record_issue("refresh")
+            return None
+        return jsonify(
+            {"error": "unsupported_grant_type", "message": "Unsupported grant type."}
+        ), 400
+
+    def config(self) -> tuple[Response, int] | Response:
         body = request.get_json(silent=True)
         ttl = body.get("access_ttl") if isinstance(body, dict) else None
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             return jsonify({"error": "access_ttl must be an integer >= 1"}), 400
-        with st.lock:
-            st.access_ttl = ttl
-        return jsonify({"access_ttl": st.access_ttl})
+        with self.st.lock:
+            self.st.access_ttl = ttl
+        return jsonify({"access_ttl": self.st.access_ttl})
 
-    @app.post(f"{CONTROL_PREFIX}/orders")
-    def _seed() -> tuple[Response, int] | Response:
+    def seed(self) -> tuple[Response, int] | Response:
         body = request.get_json(silent=True)
         rows = body.get("orders") if isinstance(body, dict) else None
         if not isinstance(rows, list):
             return jsonify({"error": "body must be {orders: [...]}"}), 400
         created = []
         for row in rows:
-            made = _new_order(st, row)
+            made = _new_order(self.st, row)
             if isinstance(made, str):
                 return jsonify({"error": made}), 400
             created.append(_order_json(made))
         return jsonify({"orders": created})
 
-    @app.get(f"{API_PREFIX}/orders")
-    def _list() -> Response:
-        with st.lock:
-            rows = list(st.orders.values())
+    def list_orders(self) -> Response:
+        """5.1 [SEED 001]: ``filter[name]=v1,v2``, ``sort``; paginated only with ``page``."""
+        with self.st.lock:
+            rows = list(self.st.orders.values())
         for key, value in request.args.items():
             if not key.startswith("filter["):
                 continue
@@ -258,40 +286,46 @@ def create_app(
         name = sort.lstrip("-")
         if name not in _ORDER_SORTS:
             return _error(400, None, f"Sort {name!r} is not allowed.")
-        attribute = name
-        rows.sort(key=lambda o: (_sort_key(o, attribute), o.id), reverse=sort.startswith("-"))
+        rows.sort(key=lambda o: (_sort_key(o, name), o.id), reverse=sort.startswith("-"))
         if "page" not in request.args:
             return jsonify([_order_json(o) for o in rows])  # 5.2: unpaginated bare array
         try:
             page = int(request.args["page"])
             per_page = int(request.args.get("per_page", DEFAULT_PER_PAGE))
         except ValueError:
-            return _error(422, None, "page and per_page must be integers.")
+            return _error(422, "page", "page and per_page must be integers.")
         if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-            return _error(422, None, f"page >= 1 and per_page 1..{MAX_PER_PAGE}.")
+            return _error(422, "page", f"page >= 1 and per_page 1..{MAX_PER_PAGE}.")
         return jsonify(_laravel_page(rows, page, per_page))
 
-    @app.get(f"{API_PREFIX}/orders/<int:order_id>")
-    def _get(order_id: int) -> Response:
-        with st.lock:
-            order = st.orders.get(order_id)
+    def get_order(self, order_id: int) -> Response:
+        with self.st.lock:
+            order = self.st.orders.get(order_id)
             return jsonify(_order_json(order)) if order else _error(404)
 
-    @app.put(f"{API_PREFIX}/orders/<int:order_id>")
-    def _update(order_id: int) -> Response:
+    def update_order(self, order_id: int) -> Response:
         body = request.get_json(silent=True)
         status = body.get("status") if isinstance(body, dict) else None
         if status not in ORDER_STATUSES:
-            return _error(422, None, f"status must be one of {', '.join(ORDER_STATUSES)}.")
-        with st.lock:
-            order = st.orders.get(order_id)
+            return _error(422, "status", f"status must be one of {', '.join(ORDER_STATUSES)}.")
+        with self.st.lock:
+            order = self.st.orders.get(order_id)
             if order is None:
                 return _error(404)
             order.status = str(status)
-            order.updated_at = st.clock()
+            order.updated_at = self.st.clock()
             return jsonify(_order_json(order))
 
-    return app
+
+ENDPOINTS = (
+    Endpoint("GET", "/oauth/authorize", "authorize"),
+    Endpoint("POST", "/oauth/token", "token"),
+    Endpoint("POST", f"{CONTROL_PREFIX}/config", "config"),
+    Endpoint("POST", f"{CONTROL_PREFIX}/orders", "seed"),
+    Endpoint("GET", f"{API_PREFIX}/orders", "list_orders"),
+    Endpoint("GET", f"{API_PREFIX}/orders/<int:order_id>", "get_order"),
+    Endpoint("PUT", f"{API_PREFIX}/orders/<int:order_id>", "update_order"),
+)
 
 
 def _invalid_grant(message: str) -> tuple[Response, int]:

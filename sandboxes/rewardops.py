@@ -7,6 +7,14 @@ against a real HTTP server. Implements the client-credentials token flow (2.2), 
 (2.6) with upper-case order status and lower-case item fulfilment status (2.7 [DESIGN]) and
 ``program_order_id`` uniqueness answered with 409 (2.9 [DESIGN]).
 
+Create-order validation follows the vendor's reference ([PUB S5] "Create an order"): an
+integer ``program_id``, ``member`` with an ``id``, ``items[]`` each with
+``item_order_token``, ``quantity`` and ``member_spend {currency_code, amount}`` (one object,
+or the SDK's array of them; only ``retail_value`` is optional), ``payment_status`` in
+``PAID|PENDING|REJECTED|REFUNDED``. Each failure is the vendor's 400 "Parameter Error" with
+``Validation failed for parameter <name>: <problem>``. The spend comes back as the order
+item's ``member_paid`` hash (``{"USD": "0"}``), as in the vendor's order object.
+
 Items move ``pending → processing → delivered`` over ``delivery_delay`` seconds, computed
 lazily whenever an order is read (no background threads). The item token ``tok-reject``
 ends ``rejected`` instead.
@@ -18,6 +26,7 @@ import base64
 import binascii
 import math
 import os
+import re
 import secrets
 import string
 import threading
@@ -27,9 +36,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sandboxes.base import CONTROL_PREFIX, SandboxState, install
+from sandboxes.base import CONTROL_PREFIX, Endpoint, SandboxState, install, register_endpoints
 
-__all__ = ["ItemSpec", "RewardOpsState", "create_app"]
+__all__ = ["ENDPOINTS", "ItemSpec", "RewardOpsApi", "RewardOpsState", "create_app"]
 
 API_PREFIX = "/api/v4"
 TOKEN_TTL_SECONDS = 7200  # providers.md 2.2 [SEED 002]: tokens live two hours
@@ -38,6 +47,12 @@ DEFAULT_PER_PAGE = 10  # providers.md 2.4: SDK comments show 10
 MAX_PER_PAGE = 100
 SEEDED_PROGRAM_ID = 12
 _CODE_ALPHABET = string.ascii_uppercase + string.digits
+PAYMENT_STATUSES = ("PAID", "PENDING", "REJECTED", "REFUNDED")  # providers.md 2.6
+# [SEED 002] data types: integer = numerals with an optional leading "-"; decimal adds ".".
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)")
+# [PUB S5] member spend currency: an ISO code (USD, CAD) or a points code "XRO-xxx".
+_CURRENCY = re.compile(r"[A-Z]{3}|XRO-[A-Za-z0-9]+")
 
 _REASONS = {
     400: "Parameter Error",
@@ -85,6 +100,7 @@ class ItemRecord:
     id: int
     spec: ItemSpec
     code: str
+    member_paid: dict[str, str] = field(default_factory=dict)  # currency code -> amount
 
 
 @dataclass
@@ -180,21 +196,31 @@ def create_app(
     app = Flask("sandboxes.rewardops")
     app.extensions["sandbox_state"] = st
     install(app, st, _error)
+    api = RewardOpsApi(st, cid, csecret)
+    app.register_error_handler(404, api.not_found)
+    app.register_error_handler(405, api.not_found)
+    app.before_request(api.authenticate)
+    register_endpoints(app, api, ENDPOINTS)
+    return app
 
-    @app.errorhandler(404)
-    def _not_found(_exc: Exception) -> Response:
+
+class RewardOpsApi:
+    """The sandbox's request handlers, one method per endpoint of :data:`ENDPOINTS`."""
+
+    def __init__(self, state: RewardOpsState, client_id: str, client_secret: str) -> None:
+        self.st = state
+        self._client_id = client_id
+        self._client_secret = client_secret
+
+    def not_found(self, _exc: Exception) -> Response:
         return _error(404, None, "Resource or service not found")
 
-    @app.errorhandler(405)
-    def _not_allowed(_exc: Exception) -> Response:
-        return _error(404, None, "Resource or service not found")
-
-    @app.before_request
-    def _authenticate() -> Response | None:
+    def authenticate(self) -> Response | None:
+        """providers.md 2.2: every API call but the token request carries a valid Bearer."""
         if not request.path.startswith(API_PREFIX) or request.path == f"{API_PREFIX}/auth/token":
             return None
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        status = st.token_status(token.strip()) if scheme.lower() == "bearer" else "unknown"
+        status = self.st.token_status(token.strip()) if scheme.lower() == "bearer" else "unknown"
         if status == "valid":
             return None
         detail = (
@@ -206,21 +232,9 @@ def create_app(
         )
         return response
 
-    @app.post(f"{API_PREFIX}/auth/token")
-    def _token() -> tuple[Response, int] | Response:
+    def token(self) -> tuple[Response, int] | Response:
         """providers.md 2.2: Basic client credentials, grant_type client_credentials."""
-        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            decoded = ""
-        given_id, _, given_secret = decoded.partition(":")
-        valid = (
-            scheme.lower() == "basic"
-            and secrets.compare_digest(given_id, cid)
-            and secrets.compare_digest(given_secret, csecret)
-        )
-        if not valid:
+        if not self._client_authenticated():
             response = jsonify(
                 {"error": "invalid_client", "error_description": "Client authentication failed."}
             )
@@ -234,7 +248,7 @@ def create_app(
             return jsonify(
                 {"error": "unsupported_grant_type", "error_description": "Use client_credentials."}
             ), 400
-        token, created_at = st.mint_token(TOKEN_TTL_SECONDS)
+        token, created_at = self.st.mint_token(TOKEN_TTL_SECONDS)
         return jsonify(
             {
                 "access_token": token,
@@ -244,126 +258,229 @@ def create_app(
             }
         )
 
-    @app.post(f"{CONTROL_PREFIX}/config")
-    def _config() -> tuple[Response, int] | Response:
+    def _client_authenticated(self) -> bool:
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        given_id, _, given_secret = decoded.partition(":")
+        return (
+            scheme.lower() == "basic"
+            and secrets.compare_digest(given_id, self._client_id)
+            and secrets.compare_digest(given_secret, self._client_secret)
+        )
+
+    def config(self) -> tuple[Response, int] | Response:
         """Sandbox-only: ``{"delivery_delay": seconds}`` (0 delivers immediately)."""
         body = request.get_json(silent=True)
         delay = body.get("delivery_delay") if isinstance(body, dict) else None
         if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
             return jsonify({"error": "delivery_delay must be a number >= 0"}), 400
-        with st.lock:
-            st.delivery_delay = float(delay)
-        return jsonify({"delivery_delay": st.delivery_delay})
+        with self.st.lock:
+            self.st.delivery_delay = float(delay)
+        return jsonify({"delivery_delay": self.st.delivery_delay})
 
-    def program_items(program_id: int) -> dict[str, ItemSpec] | None:
-        return st.programs.get(program_id)
-
-    @app.post(f"{API_PREFIX}/programs/<int:program_id>/orders")
-    def _create_order(program_id: int) -> tuple[Response, int] | Response:
-        """providers.md 2.6 body; 2.9 [DESIGN]: duplicate program_order_id → 409."""
-        catalogue = program_items(program_id)
+    def _catalogue(self, program_id: str) -> tuple[int, dict[str, ItemSpec]] | Response:
+        """The program's items; 400 for a non-integer id (the vendor's own example), 404
+        for an unknown program."""
+        if not _INTEGER.fullmatch(program_id):
+            return _error(400, None, _invalid("program_id", "is not of type integer"))
+        catalogue = self.st.programs.get(int(program_id))
         if catalogue is None:
             return _error(404, None, "Program not found")
+        return int(program_id), catalogue
+
+    def create_order(self, program_id: str) -> tuple[Response, int] | Response:
+        """providers.md 2.6 body; 2.9 [DESIGN]: duplicate program_order_id → 409."""
+        program = self._catalogue(program_id)
+        if isinstance(program, Response):
+            return program
+        number, catalogue = program
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return _error(400, None, "Request body must be a JSON object")
-        member = body.get("member")
-        if not isinstance(member, dict) or not member.get("id"):
-            return _error(400, None, "Validation failed for parameter member: id is required")
-        raw_items = body.get("items")
-        if not isinstance(raw_items, list) or not raw_items:
-            return _error(400, None, "Validation failed for parameter items: is required")
-        wanted: list[tuple[ItemSpec, int]] = []
-        for raw in raw_items:
-            if not isinstance(raw, dict):
-                return _error(400, None, "Validation failed for parameter items: not an object")
-            spec = catalogue.get(str(raw.get("item_order_token", "")))
-            if spec is None:
-                return _error(400, None, "Validation failed for parameter item_order_token")
-            quantity = raw.get("quantity", 1)
-            if (
-                isinstance(quantity, bool)
-                or not isinstance(quantity, int)
-                or not 1 <= quantity <= 50
-            ):
-                return _error(400, None, "Validation failed for parameter quantity")
-            wanted.append((spec, quantity))
-        program_order_id = body.get("program_order_id")
-        if program_order_id is not None and not isinstance(program_order_id, str | int):
-            return _error(400, None, "Validation failed for parameter program_order_id")
-        key = str(program_order_id) if program_order_id is not None else None
+        request_or_problem = _order_request(body, catalogue)
+        if isinstance(request_or_problem, str):
+            return _error(400, None, request_or_problem)
+        return self._commit_order(number, request_or_problem)
+
+    def _commit_order(self, program_id: int, wanted: OrderRequest) -> Response:
+        st = self.st
         with st.lock:
+            key = wanted.program_order_id
             if key is not None and (program_id, key) in st.by_program_order:
                 return _error(409, None, "program_order_id already exists")
             order = OrderRecord(
                 id=st.next_order_id(),
                 program_id=program_id,
                 program_order_id=key,
-                member=dict(member),
-                payment_status=str(body.get("payment_status", "PAID")).upper(),
+                member=dict(wanted.member),
+                payment_status=wanted.payment_status,
                 created_at=st.clock(),
             )
-            for spec, quantity in wanted:
+            for spec, quantity, paid in wanted.items:
                 for _ in range(quantity):
                     code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
-                    order.items.append(ItemRecord(id=st.next_item_id(), spec=spec, code=code))
+                    item = ItemRecord(st.next_item_id(), spec, code, member_paid=dict(paid))
+                    order.items.append(item)
             st.orders[order.id] = order
             if key is not None:
                 st.by_program_order[(program_id, key)] = order.id
             st.record_issue(key or order.id)
             return _ok({"order": _order_json(order, st)})
 
-    @app.get(f"{API_PREFIX}/programs/<int:program_id>/orders/<order_ref>")
-    def _get_order(program_id: int, order_ref: str) -> Response:
+    def get_order(self, program_id: str, order_ref: str) -> Response:
         """providers.md 2.6: ``use_program_order_id=true`` looks up by our own id."""
-        if program_items(program_id) is None:
-            return _error(404, None, "Program not found")
+        program = self._catalogue(program_id)
+        if isinstance(program, Response):
+            return program
+        number, _catalogue = program
         by_program_id = request.args.get("use_program_order_id", "false").lower() == "true"
-        with st.lock:
+        with self.st.lock:
             order_id = (
-                st.by_program_order.get((program_id, order_ref)) if by_program_id else order_ref
+                self.st.by_program_order.get((number, order_ref)) if by_program_id else order_ref
             )
-            order = st.orders.get(order_id) if order_id is not None else None
-            if order is None or order.program_id != program_id:
+            order = self.st.orders.get(order_id) if order_id is not None else None
+            if order is None or order.program_id != number:
                 return _error(404, None, "Order not found")
-            return _ok({"order": _order_json(order, st)})
+            return _ok({"order": _order_json(order, self.st)})
 
-    @app.get(f"{API_PREFIX}/programs/<int:program_id>/orders")
-    def _list_orders(program_id: int) -> Response:
+    def list_orders(self, program_id: str) -> Response:
         """providers.md 2.4/2.6: ``member_id`` required (SDK), ``page``, ``per_page_count``."""
-        if program_items(program_id) is None:
-            return _error(404, None, "Program not found")
+        program = self._catalogue(program_id)
+        if isinstance(program, Response):
+            return program
+        number, _catalogue = program
         member_id = request.args.get("member_id")
         if not member_id:
-            return _error(400, None, "Validation failed for parameter member_id: is required")
+            return _error(400, None, _invalid("member_id", "is required"))
         try:
             page = max(1, int(request.args.get("page", "1")))
             per_page = min(
                 MAX_PER_PAGE, max(1, int(request.args.get("per_page_count", DEFAULT_PER_PAGE)))
             )
         except ValueError:
-            return _error(400, None, "Validation failed for parameter page: is not of type integer")
-        with st.lock:
+            return _error(400, None, _invalid("page", "is not of type integer"))
+        with self.st.lock:
             rows = [
                 o
-                for o in st.orders.values()
-                if o.program_id == program_id and str(o.member.get("id")) == member_id
+                for o in self.st.orders.values()
+                if o.program_id == number and str(o.member.get("id")) == member_id
             ]
             rows.sort(key=lambda o: o.created_at, reverse=True)  # sort_by=newest default
             start = (page - 1) * per_page
-            orders = [_order_json(o, st) for o in rows[start : start + per_page]]
-        pages = max(1, math.ceil(len(rows) / per_page))
-        pagination = {
-            "previous": page - 1 if page > 1 else None,
-            "next": page + 1 if page < pages else None,
-            "current": page,
-            "per_page_count": per_page,
-            "count": len(rows),
-            "pages": pages,
-        }
-        return _ok({"orders": orders}, pagination=pagination)
+            orders = [_order_json(o, self.st) for o in rows[start : start + per_page]]
+        return _ok({"orders": orders}, pagination=_pagination(page, per_page, len(rows)))
 
-    return app
+
+ENDPOINTS = (
+    Endpoint("POST", f"{API_PREFIX}/auth/token", "token"),
+    Endpoint("POST", f"{CONTROL_PREFIX}/config", "config"),
+    Endpoint("POST", f"{API_PREFIX}/programs/<program_id>/orders", "create_order"),
+    Endpoint("GET", f"{API_PREFIX}/programs/<program_id>/orders/<order_ref>", "get_order"),
+    Endpoint("GET", f"{API_PREFIX}/programs/<program_id>/orders", "list_orders"),
+)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """A validated create-order body."""
+
+    member: dict[str, Any]
+    items: list[tuple[ItemSpec, int, dict[str, str]]]  # spec, quantity, member_paid
+    program_order_id: str | None
+    payment_status: str
+
+
+def _invalid(parameter: str, problem: str) -> str:
+    """The vendor's detail text (providers.md 2.3 example)."""
+    return f"Validation failed for parameter {parameter}: {problem}"
+
+
+def _order_request(body: dict[str, Any], catalogue: dict[str, ItemSpec]) -> OrderRequest | str:
+    """Validate a create-order body (providers.md 2.6, [PUB S5] "Create an order"); the
+    vendor's 400 detail on the first problem found."""
+    member = body.get("member")
+    if not isinstance(member, dict) or not member.get("id"):
+        return _invalid("member", "id is required")
+    raw_items = body.get("items")
+    if not isinstance(raw_items, list) or not raw_items:
+        return _invalid("items", "is required")
+    items: list[tuple[ItemSpec, int, dict[str, str]]] = []
+    for index, raw in enumerate(raw_items):
+        item = _order_item(raw, f"items[{index}]", catalogue)
+        if isinstance(item, str):
+            return item
+        items.append(item)
+    program_order_id = body.get("program_order_id")
+    if program_order_id is not None and not isinstance(program_order_id, str | int):
+        return _invalid("program_order_id", "is not of type string")
+    payment_status = body.get("payment_status", "PAID")
+    if not isinstance(payment_status, str) or payment_status.upper() not in PAYMENT_STATUSES:
+        return _invalid("payment_status", f"must be one of {', '.join(PAYMENT_STATUSES)}")
+    return OrderRequest(
+        member=member,
+        items=items,
+        program_order_id=str(program_order_id) if program_order_id is not None else None,
+        payment_status=payment_status.upper(),
+    )
+
+
+def _order_item(
+    raw: Any, where: str, catalogue: dict[str, ItemSpec]
+) -> tuple[ItemSpec, int, dict[str, str]] | str:
+    """One ``items[]`` entry: ``item_order_token``, ``quantity`` and ``member_spend`` are
+    required ([PUB S5] lists only ``retail_value`` as optional)."""
+    if not isinstance(raw, dict):
+        return _invalid(where, "is not of type object")
+    spec = catalogue.get(str(raw.get("item_order_token", "")))
+    if spec is None:
+        return _invalid(f"{where}.item_order_token", "is not a valid order token")
+    quantity = raw.get("quantity")
+    if quantity is None:
+        return _invalid(f"{where}.quantity", "is required")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 50:
+        return _invalid(f"{where}.quantity", "is not of type integer between 1 and 50")
+    paid = _member_paid(raw.get("member_spend"), f"{where}.member_spend")
+    if isinstance(paid, str):
+        return paid
+    return spec, quantity, paid
+
+
+def _member_paid(raw: Any, where: str) -> dict[str, str] | str:
+    """``member_spend {currency_code, amount}``, as one object or (the SDK's form) a
+    non-empty array of them, as the order item's ``member_paid`` hash; or the problem."""
+    if raw is None:
+        return _invalid(where, "is required")
+    entries = raw if isinstance(raw, list) else [raw]
+    if not entries:
+        return _invalid(where, "is required")
+    paid: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            return _invalid(where, "is not of type object")
+        currency = entry.get("currency_code")
+        if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+            return _invalid(f"{where}.currency_code", "is not an ISO currency or XRO-xxx code")
+        amount = entry.get("amount")
+        if not isinstance(amount, str) or not _DECIMAL.fullmatch(amount):
+            return _invalid(f"{where}.amount", "is not of type decimal")
+        paid[currency] = amount
+    return paid
+
+
+def _pagination(page: int, per_page: int, count: int) -> dict[str, Any]:
+    """providers.md 2.4 [SEED 002] ``pagination`` object."""
+    pages = max(1, math.ceil(count / per_page))
+    return {
+        "previous": page - 1 if page > 1 else None,
+        "next": page + 1 if page < pages else None,
+        "current": page,
+        "per_page_count": per_page,
+        "count": count,
+        "pages": pages,
+    }
 
 
 def _item_status(item: ItemRecord, elapsed: float, delay: float) -> str:
@@ -413,6 +530,7 @@ def _order_json(order: OrderRecord, st: RewardOpsState) -> dict[str, Any]:
                 "supplier_item_id": item.spec.token,
                 "name": item.spec.name,
                 "type": "Gift Card" if item.spec.kind in ("code", "link") else "Merchandise",
+                "member_paid": dict(item.member_paid),
                 "fulfillment": {
                     "status": status,
                     "status_notes": "Rejected by supplier" if status == "rejected" else None,

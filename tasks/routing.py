@@ -8,8 +8,9 @@ the unit's wins. An internal event may instead name ``provider`` + ``product`` i
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,12 @@ __all__ = ["Route", "Rule", "Rules", "RulesError", "load_rules", "route_from_pro
 
 PROVIDERS = ("ifeelgoods", "rewardops")
 SOURCES = ("coniq", "internal", "*")
+# RewardOps requires items[].member_spend (providers.md 2.6). A rule may name it; otherwise a
+# reward costs the member 0, in USD (the currency of the vendor's examples).
+DEFAULT_SPEND_CURRENCY = "USD"
+DEFAULT_SPEND_AMOUNT = "0"
+_SPEND_CURRENCY = re.compile(r"[A-Z]{3}|XRO-[A-Za-z0-9]+")  # ISO code or a points code
+_SPEND_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 class RulesError(ValueError):
@@ -35,6 +42,9 @@ class Route:
     sku: str = ""
     program_id: int = 0
     item_order_token: str = ""
+    # RewardOps items[].member_spend: the programme's currency and what the member paid.
+    spend_currency: str = DEFAULT_SPEND_CURRENCY
+    spend_amount: str = DEFAULT_SPEND_AMOUNT
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,7 +153,7 @@ def load_rules(path: Path) -> Rules:
 _COMMON = {"name", "source", "event", "match", "provider", "action"}
 _BY_PROVIDER = {
     "ifeelgoods": {"promotion_id", "sku"},
-    "rewardops": {"program_id", "item_order_token"},
+    "rewardops": {"program_id", "item_order_token", "member_spend"},
 }
 
 
@@ -198,8 +208,44 @@ def _parse_rule(raw: Any, position: int) -> Rule:
             raise fail("program_id", "must be a positive integer")
         if not isinstance(token, str) or not token:
             raise fail("item_order_token", "must be a non-empty string")
-        route = Route("rewardops", name, program_id=int(program_id or 0), item_order_token=token)
+        currency, amount = _member_spend(raw.get("member_spend"), fail)
+        route = Route(
+            "rewardops",
+            name,
+            program_id=int(program_id or 0),
+            item_order_token=token,
+            spend_currency=currency,
+            spend_amount=amount,
+        )
     return Rule(name, source, event, match, route)
+
+
+def _member_spend(raw: Any, fail: Callable[[str, str], RulesError]) -> tuple[str, str]:
+    """A RewardOps rule's optional ``member_spend = {currency_code, amount}``.
+
+    ``currency_code`` (required in the table) is the programme's currency: an ISO code such
+    as ``CAD`` or a points code ``XRO-xxx``; ``amount`` is a non-negative decimal string or
+    integer, default ``"0"``. Without the table: 0 in ``USD``.
+    """
+    if raw is None:
+        return DEFAULT_SPEND_CURRENCY, DEFAULT_SPEND_AMOUNT
+    if not isinstance(raw, dict):
+        raise fail("member_spend", 'must be a table { currency_code = "USD", amount = "0" }')
+    unknown = set(raw) - {"currency_code", "amount"}
+    if unknown:
+        raise fail("member_spend", f"has unknown key '{sorted(unknown)[0]}'")
+    currency = raw.get("currency_code")
+    if not isinstance(currency, str) or not _SPEND_CURRENCY.fullmatch(currency):
+        raise fail(
+            "member_spend",
+            'needs currency_code: an ISO currency code (e.g. "CAD") or a points code "XRO-xxx"',
+        )
+    amount = raw.get("amount", DEFAULT_SPEND_AMOUNT)
+    if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
+        amount = str(amount)
+    if not isinstance(amount, str) or not _SPEND_AMOUNT.fullmatch(amount):
+        raise fail("member_spend", 'amount must be a non-negative decimal string such as "12.50"')
+    return currency, amount
 
 
 def _positive_int(value: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from tasks.http.errors import PermanentProviderError
 from tasks.providers.ifeelgoods import IfeelgoodsClient, IfeelgoodsUser, Redemption
-from tasks.providers.rewardops import Member, Order, RewardOpsClient
+from tasks.providers.rewardops import Member, MemberSpend, Order, RewardOpsClient
 from tasks.routing import Route
 from worker.stores.ledger import BeginDecision
 from worker.stores.models import UnitId
@@ -139,7 +139,11 @@ class RewardOpsAdapter:
                     "rewardops", "accepted_order_vanished", status_code=404
                 )
             order = self._client.create_order(
-                route.program_id, key, self._member(recipient), route.item_order_token
+                route.program_id,
+                key,
+                self._member(recipient),
+                route.item_order_token,
+                member_spend=MemberSpend(route.spend_currency, route.spend_amount),
             )
         return self._evaluate(order)
 

@@ -26,7 +26,7 @@ from tasks.http.oauth import AccessToken, ClientCredentialsClient
 from tasks.http.redaction import RewardCode, Secret
 from worker.config import Settings
 
-__all__ = ["ItemStatus", "Member", "Order", "OrderItem", "RewardOpsClient"]
+__all__ = ["ItemStatus", "Member", "MemberSpend", "Order", "OrderItem", "RewardOpsClient"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,25 @@ class Member:
         if self.address:
             body["address"] = dict(self.address)
         return body
+
+
+@dataclass(frozen=True)
+class MemberSpend:
+    """What the member spent on an ordered item: providers.md 2.6 ``items[].member_spend``
+    ([PUB S5]: required; ``currency_code`` is an ISO code such as ``USD`` or a points code
+    ``XRO-xxx``, ``amount`` a decimal string). The routing rule decides it; rewards that
+    cost the member nothing spend ``"0"`` in the programme's currency."""
+
+    currency_code: str
+    amount: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"currency_code": self.currency_code, "amount": self.amount}
+
+
+# A reward the member did not pay for, in the currency of the vendor's examples; the routing
+# rules (tasks.routing) name the programme's own currency.
+ZERO_SPEND = MemberSpend("USD", "0")
 
 
 @dataclass(frozen=True)
@@ -237,12 +256,14 @@ class RewardOpsClient(ClientCredentialsClient):
         item_order_token: str,
         quantity: int = 1,
         *,
-        member_spend: Mapping[str, str] | None = None,
+        member_spend: MemberSpend = ZERO_SPEND,
     ) -> Order:
         """Place an order keyed by ``program_order_id``; a duplicate adopts the existing one.
 
         providers.md 2.6 body; 2.9 [DESIGN]: 409 on a duplicate ``program_order_id`` →
-        look it up and return it, so a blind retry never orders twice.
+        look it up and return it, so a blind retry never orders twice. ``member_spend`` is
+        required by the vendor and sent as the documented object ([PUB S5]; the SDK's
+        array form carries the same fields).
 
         Raises:
             UnknownOutcomeError: timeout/5xx; call :meth:`get_order` before resubmitting.
@@ -250,9 +271,11 @@ class RewardOpsClient(ClientCredentialsClient):
             NotFoundError: unknown program.
             ConflictError: 409 but no order with this ``program_order_id`` can be found.
         """
-        item: dict[str, Any] = {"item_order_token": item_order_token, "quantity": quantity}
-        if member_spend is not None:
-            item["member_spend"] = [dict(member_spend)]
+        item = {
+            "item_order_token": item_order_token,
+            "quantity": quantity,
+            "member_spend": member_spend.to_json(),
+        }
         body = {
             "program_order_id": program_order_id,
             "payment_status": "PAID",

@@ -198,7 +198,13 @@ def test_commit_then_timeout_commits_the_write_before_the_client_gives_up(
     body = {
         "program_order_id": "po-ctt",
         "member": {"id": "m"},
-        "items": [{"item_order_token": "tok-gift-25"}],
+        "items": [
+            {
+                "item_order_token": "tok-gift-25",
+                "quantity": 1,
+                "member_spend": {"currency_code": "USD", "amount": "0"},
+            }
+        ],
     }
     # when
     with pytest.raises(httpx.ReadTimeout):

@@ -307,3 +307,29 @@ def test_precondition_race_fault_bumps_version_so_if_match_fails(
     assert raced.status_code == 412
     assert fresh["version"] == 2 and fresh["data"]["state"] == "pending"
     assert retried.status_code == 200 and retried.json()["version"] == 3
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/xml", "application/json;q=0"])
+def test_accept_that_allows_no_json_is_406_not_acceptable(ifg: httpx.Client, accept: str) -> None:
+    """providers.md 1.1 [PUB S2 responses-errors]: media types application/json (also
+    ``; pretty=true``) and application/pdf; 406 ``not_acceptable`` otherwise [SEED 003]."""
+    # given / when
+    response = ifg.get("/accounts/me", headers={"Accept": accept})
+    # then
+    assert response.status_code == 406
+    assert response.json() == {
+        "error_name": "not_acceptable",
+        "error_message": "The media type specified by the Accept header is not acceptable.",
+    }
+
+
+@pytest.mark.parametrize(
+    "accept", ["application/json", "application/json; pretty=true", "*/*", "application/*"]
+)
+def test_accept_that_allows_json_is_served(ifg: httpx.Client, accept: str) -> None:
+    """providers.md 1.1: the accepted media types (and ranges covering them) are served."""
+    # given / when
+    response = ifg.get("/accounts/me", headers={"Accept": accept})
+    # then
+    assert response.status_code == 200
+    assert response.json()["data"]["login"] == "sandbox"

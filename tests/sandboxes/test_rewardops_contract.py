@@ -19,7 +19,13 @@ def order_body(program_order_id: str = "po-1", token: str = "tok-gift-25", quant
     return {
         "program_order_id": program_order_id,
         "member": MEMBER,
-        "items": [{"item_order_token": token, "quantity": quantity}],
+        "items": [
+            {
+                "item_order_token": token,
+                "quantity": quantity,
+                "member_spend": [{"currency_code": "USD", "amount": "0"}],
+            }
+        ],
     }
 
 
@@ -241,3 +247,96 @@ def test_quantity_creates_one_item_per_unit_with_distinct_codes(ro: httpx.Client
     # then
     codes = {item["assets"]["codes"][0]["value"] for item in items_of(order)}
     assert len(codes) == 3
+
+
+def _without(item_key: str) -> dict:
+    body = order_body(f"po-no-{item_key}")
+    del body["items"][0][item_key]
+    return body
+
+
+def _with_item(**fields: object) -> dict:
+    body = order_body("po-bad-item")
+    body["items"][0].update(fields)
+    return body
+
+
+def assert_parameter_error(response: httpx.Response, parameter: str) -> None:
+    """The vendor's 400 envelope ([SEED 002] example), naming the parameter."""
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "error"
+    error = body["result"]["error"]
+    assert error["code"] == 400 and error["reason"] == "Parameter Error"
+    assert error["detail"].startswith(f"Validation failed for parameter {parameter}")
+
+
+@pytest.mark.parametrize(
+    ("body", "parameter"),
+    [
+        (_without("member_spend"), "items[0].member_spend"),
+        (_with_item(member_spend=[]), "items[0].member_spend"),
+        (_with_item(member_spend={"amount": "0"}), "items[0].member_spend.currency_code"),
+        (_with_item(member_spend=[{"currency_code": "USD"}]), "items[0].member_spend.amount"),
+        (
+            _with_item(member_spend={"currency_code": "dollars", "amount": "0"}),
+            "items[0].member_spend.currency_code",
+        ),
+        (
+            _with_item(member_spend={"currency_code": "USD", "amount": 5}),
+            "items[0].member_spend.amount",
+        ),
+        (_without("quantity"), "items[0].quantity"),
+        ({**order_body("po-pay"), "payment_status": "FREE"}, "payment_status"),
+    ],
+)
+def test_order_item_required_fields_are_enforced_with_the_vendor_error(
+    ro: httpx.Client, ro_control: SandboxControl, body: dict, parameter: str
+) -> None:
+    """providers.md 2.6 [PUB S5 "Create an order"]: items[] need item_order_token, quantity
+    and member_spend {currency_code, amount} (only retail_value is optional); payment_status
+    is one of PAID|PENDING|REJECTED|REFUNDED. A refused order is not created."""
+    # given / when
+    response = ro.post("/programs/12/orders", json=body)
+    # then
+    assert_parameter_error(response, parameter)
+    assert ro_control.counters()["issued"] == {}
+
+
+@pytest.mark.parametrize(
+    "member_spend",
+    [
+        {"currency_code": "CAD", "amount": "12.50"},
+        [{"currency_code": "XRO-ABC", "amount": "1000"}],
+        [{"currency_code": "USD", "amount": "0"}, {"currency_code": "XRO-PTS", "amount": "5"}],
+    ],
+)
+def test_member_spend_is_accepted_as_object_or_array(
+    ro: httpx.Client, member_spend: object
+) -> None:
+    """providers.md 2.6: the document shows an object, the SDK sends an array [PUB S4]."""
+    # given / when
+    response = ro.post("/programs/12/orders", json=_with_item(member_spend=member_spend))
+    # then
+    assert response.status_code == 200
+    assert response.json()["status"] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/programs/twelve/orders"),
+        ("GET", "/programs/twelve/orders"),
+        ("GET", "/programs/1.5/orders/RO1"),
+    ],
+)
+def test_non_integer_program_id_is_the_vendors_400(
+    ro: httpx.Client, method: str, path: str
+) -> None:
+    """providers.md 2.3 [SEED 002]: the vendor's own example error, "Validation failed for
+    parameter program_id: is not of type integer" (was a 404 before)."""
+    # given / when
+    response = ro.request(method, path, params={"member_id": "m"}, json=order_body())
+    # then
+    assert_parameter_error(response, "program_id")
+    assert response.json()["result"]["error"]["detail"].endswith("is not of type integer")

@@ -3,6 +3,7 @@ sections 3-5 describe. Plain httpx, no client classes; each test names its fact 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -105,7 +106,12 @@ def test_ignico_put_on_a_closed_transaction_is_409(ignico: httpx.Client) -> None
     tx = post(
         "/users/wallets/transactions",
         "transaction",
-        {"user": {"email": "ada@example.com"}, "type": "sub", "amount": "5"},
+        {
+            "user": {"email": "ada@example.com"},
+            "type": "sub",
+            "amount": "5",
+            "description": "payout",
+        },
     ).json()["data"]["id"]
     realize = {"data": {"type": "transaction", "attributes": {"realized": True}}}
     assert ignico.put(f"/users/wallets/transactions/{tx}", json=realize, headers=headers).is_success
@@ -199,3 +205,152 @@ def test_ignico_control_seeds_pending_payouts(
     # then
     assert seeded.status_code == 200 and len(seeded.json()["payouts"]) == 2
     assert pending.json()["meta"]["page"]["total"] == 2
+
+
+def _ignico_headers(ignico: httpx.Client, **extra: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {ignico_token(ignico)}",
+        "Content-Type": JSONAPI,
+        "Accept": JSONAPI,
+        **extra,
+    }
+
+
+def assert_jsonapi_error(response: httpx.Response, status: int, code: str) -> None:
+    """providers.md 4.3 [DESIGN]: a JSON:API errors document, served as JSON:API."""
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith(JSONAPI)
+    error = response.json()["errors"][0]
+    assert error["status"] == str(status) and error["code"] == code and error["detail"]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "field"),
+    [
+        ({"type": "sub", "amount": "5"}, "description"),
+        ({"type": "sub", "amount": "5", "description": ""}, "description"),
+    ],
+)
+def test_ignico_transaction_without_description_is_422(
+    ignico: httpx.Client, attributes: dict, field: str
+) -> None:
+    """4.5 [PUB S8]: a wallet transaction needs user, type, amount and description."""
+    # given a user
+    headers = _ignico_headers(ignico)
+    user = {"data": {"type": "user", "attributes": {"email": "ada@example.com", "country": "GB"}}}
+    ignico.post("/users", json=user, headers=headers)
+    body = {
+        "data": {
+            "type": "transaction",
+            "attributes": {"user": {"email": "ada@example.com"}, **attributes},
+        }
+    }
+    # when
+    response = ignico.post("/users/wallets/transactions", json=body, headers=headers)
+    # then
+    assert_jsonapi_error(response, 422, "invalid_transaction")
+    assert field in response.json()["errors"][0]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        ({"attributes": {"email": "ada@example.com", "country": "GB"}}, 400, "bad_request"),
+        (
+            {"type": "transaction", "attributes": {"email": "ada@example.com", "country": "GB"}},
+            409,
+            "type_mismatch",
+        ),
+    ],
+)
+def test_ignico_resource_type_is_required_and_must_match_the_collection(
+    ignico: httpx.Client, data: dict, status: int, code: str
+) -> None:
+    """4.3 [PUB S8] request documents are {data: {type, attributes}}; JSON:API 1.0: a type
+    that is not the collection's is 409 Conflict."""
+    # given / when
+    response = ignico.post("/users", json={"data": data}, headers=_ignico_headers(ignico))
+    # then
+    assert_jsonapi_error(response, status, code)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"Accept": "application/json"}, 406, "not_acceptable"),
+        ({"Content-Type": f"{JSONAPI}; charset=utf-8"}, 415, "unsupported_media_type"),
+        ({"Content-Type": "application/json"}, 415, "unsupported_media_type"),
+    ],
+)
+def test_ignico_jsonapi_media_types_are_enforced(
+    ignico: httpx.Client, headers: dict, status: int, code: str
+) -> None:
+    """4.3 [PUB S8, S10]: resource calls send and accept application/vnd.api+json; JSON:API
+    1.0 refuses a Content-Type with media type parameters (415)."""
+    # given
+    body = {"data": {"type": "user", "attributes": {"email": "bo@example.com", "country": "GB"}}}
+    # when
+    response = ignico.post(
+        "/users", content=json.dumps(body), headers=_ignico_headers(ignico, **headers)
+    )
+    # then
+    assert_jsonapi_error(response, status, code)
+
+
+def orders_headers(orders_server: RunningServer) -> dict[str, str]:
+    """A Bearer header from the authorization-code flow (5.2 [DESIGN])."""
+    redirect = "http://127.0.0.1:8765/callback"
+    consent = httpx.get(
+        f"{orders_server.url}/oauth/authorize",
+        params={"client_id": "ct-op", "redirect_uri": redirect, "response_type": "code"},
+    )
+    form = {
+        "grant_type": "authorization_code",
+        "code": httpx.URL(consent.headers["Location"]).params["code"],
+        "redirect_uri": redirect,
+        "client_id": "ct-op",
+        "client_secret": "ct-op-secret",
+    }
+    token = httpx.post(f"{orders_server.url}/oauth/token", data=form).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "field"),
+    [
+        ("PUT", "/api/orders/1", {}, {"status": "shipped"}, "status"),
+        ("PUT", "/api/orders/1", {}, {}, "status"),
+        ("GET", "/api/orders", {"page": "one"}, None, "page"),
+        ("GET", "/api/orders", {"page": "1", "per_page": "0"}, None, "page"),
+    ],
+)
+def test_orders_platform_validation_errors_are_laravel_422_with_field_errors(
+    orders_server: RunningServer,
+    method: str,
+    path: str,
+    params: dict,
+    body: dict | None,
+    field: str,
+) -> None:
+    """5.2 [DESIGN, Laravel defaults]: 422 {"message": "The given data was invalid.",
+    "errors": {"field": ["…"]}} (the sandbox answered without ``errors`` before)."""
+    # given an order and a token
+    with SandboxControl(orders_server.url) as control:
+        control.reset()
+    httpx.post(
+        f"{orders_server.url}/_sandbox/orders",
+        json={"orders": [{"total": "10", "customer": {"email": "a@example.com"}}]},
+    )
+    # when
+    response = httpx.request(
+        method,
+        f"{orders_server.url}{path}",
+        params=params,
+        json=body,
+        headers=orders_headers(orders_server),
+    )
+    # then
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["message"] == "The given data was invalid."
+    assert list(payload["errors"]) == [field] and payload["errors"][field][0]

@@ -544,3 +544,77 @@ def test_route_product_label_names_the_ordered_item():
     # when / then
     assert (ifg.product, ro.product) == ("1/SKU", "12/tok")
     assert ifg.to_dict()["sku"] == "SKU"
+
+
+REWARDOPS_RULE = """
+    [[rule]]
+    name = "voucher"
+    event = "reward.granted"
+    provider = "rewardops"
+    program_id = 12
+    item_order_token = "tok-gift-25"
+"""
+
+
+@pytest.mark.parametrize(
+    ("member_spend", "currency", "amount"),
+    [
+        ("", "USD", "0"),  # no table: 0 in USD
+        ('member_spend = { currency_code = "CAD" }', "CAD", "0"),
+        ('member_spend = { currency_code = "XRO-PTS", amount = 1000 }', "XRO-PTS", "1000"),
+        ('member_spend = { currency_code = "EUR", amount = "12.50" }', "EUR", "12.50"),
+    ],
+)
+def test_rewardops_rule_member_spend_defaults_to_zero_and_takes_the_programme_currency(
+    tmp_path, member_spend, currency, amount
+):
+    # given a RewardOps rule with or without member_spend (providers.md 2.6 requires it)
+    path = write_rules(tmp_path, REWARDOPS_RULE + f"    {member_spend}\n")
+    # when
+    route = load_rules(path).route("internal", "reward.granted", {})
+    # then
+    assert route is not None
+    assert (route.spend_currency, route.spend_amount) == (currency, amount)
+
+
+@pytest.mark.parametrize(
+    "member_spend",
+    [
+        'member_spend = "0"',
+        'member_spend = { amount = "0" }',
+        'member_spend = { currency_code = "dollars" }',
+        'member_spend = { currency_code = "USD", amount = "-1" }',
+        'member_spend = { currency_code = "USD", amount = 1.5 }',
+        'member_spend = { currency_code = "USD", amount = "ten" }',
+        'member_spend = { currency_code = "USD", amout = "0" }',
+    ],
+)
+def test_invalid_member_spend_is_refused_naming_rule_and_field(tmp_path, member_spend):
+    # given
+    path = write_rules(tmp_path, REWARDOPS_RULE + f"    {member_spend}\n")
+    # when
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    # then
+    message = str(caught.value)
+    assert "rule 'voucher'" in message and "'member_spend'" in message
+    assert "\n" not in message
+
+
+def test_member_spend_is_not_an_ifeelgoods_rule_field(tmp_path):
+    # given
+    path = write_rules(
+        tmp_path,
+        """
+        [[rule]]
+        name = "gift"
+        event = "reward.granted"
+        provider = "ifeelgoods"
+        promotion_id = 1
+        sku = "APP-ITU-10USD-US"
+        member_spend = { currency_code = "USD" }
+        """,
+    )
+    # when / then
+    with pytest.raises(RulesError, match="'member_spend' is not a ifeelgoods rule field"):
+        load_rules(path)

@@ -22,6 +22,9 @@ from tasks.providers import (
     TransientProviderError,
     UnknownOutcomeError,
 )
+from tasks.providers.adapters import Recipient, RewardOpsAdapter
+from tasks.routing import Route
+from worker.stores.ledger import BeginDecision
 
 PROGRAM_ID = 12
 GIFT = "tok-gift-25"
@@ -343,3 +346,49 @@ def test_list_orders_returns_member_orders_newest_first(
     orders = rewardops_client.list_orders(PROGRAM_ID, member.id)
     # then
     assert {o.program_order_id for o in orders} == {"po-a", "po-b"}
+
+
+def _member_paid(server: RunningServer, program_order_id: str) -> list[dict[str, str]]:
+    """What the sandbox recorded as each ordered unit's ``member_paid`` (from our body)."""
+    order_id = server.state.by_program_order[(PROGRAM_ID, program_order_id)]
+    return [item.member_paid for item in server.state.orders[order_id].items]
+
+
+def test_create_order_sends_the_required_member_spend_zero_by_default(
+    rewardops_client: RewardOpsClient,
+    member: Member,
+    rewardops_sandbox: SandboxControl,
+    rewardops_server: RunningServer,
+) -> None:
+    """providers.md 2.6: items[].member_spend is required; the sandbox refuses an order
+    without it (400), so this order passing is the client sending it."""
+    # given / when
+    order = rewardops_client.create_order(PROGRAM_ID, "po-spend-0", member, GIFT, quantity=2)
+    # then
+    assert order.is_delivered
+    assert _member_paid(rewardops_server, "po-spend-0") == [{"USD": "0"}, {"USD": "0"}]
+
+
+def test_rule_member_spend_reaches_the_order(
+    rewardops_client: RewardOpsClient,
+    rewardops_sandbox: SandboxControl,
+    rewardops_server: RunningServer,
+) -> None:
+    """The routing rule's member_spend (programme currency and amount) is what we send."""
+    # given a route whose rule names the programme's currency and the member's spend
+    route = Route(
+        "rewardops",
+        "voucher",
+        program_id=PROGRAM_ID,
+        item_order_token=GIFT,
+        spend_currency="XRO-PTS",
+        spend_amount="1000",
+    )
+    adapter = RewardOpsAdapter(rewardops_client)
+    # when
+    result = adapter.fulfil(
+        "po-spend-rule", route, Recipient(email="ada@example.com"), BeginDecision.SUBMIT
+    )
+    # then
+    assert result.codes
+    assert _member_paid(rewardops_server, "po-spend-rule") == [{"XRO-PTS": "1000"}]
