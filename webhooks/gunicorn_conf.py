@@ -21,7 +21,9 @@ from typing import Any
 wsgi_app = "webhooks:create_app()"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread whose event loop reads each request in full before a thread serves it, so slow
+# or stalled clients cannot take the threads (webhooks/edge_worker.py).
+worker_class = "webhooks.edge_worker.EdgeWorker"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 # Webhook senders retry on errors; a request stuck longer than this is better retried.
 timeout = 30

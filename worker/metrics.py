@@ -42,6 +42,7 @@ from prometheus_client.metrics_core import Metric
 
 __all__ = [
     "CONTENT_TYPE",
+    "EDGE_REQUEST_TIMEOUTS",
     "EVENTS_ACCEPTED",
     "EVENTS_DUPLICATE",
     "EVENTS_RECEIVED",
@@ -52,6 +53,7 @@ __all__ = [
     "RETRIES",
     "StoreCollector",
     "UNITS_TERMINAL",
+    "edge_request_timed_out",
     "event_received",
     "multiprocess_dir",
     "observe_pickup",
@@ -107,6 +109,10 @@ RETRIES = Counter(
     "Attempts that ended in a scheduled retry (including unknown outcomes), by reason.",
     ["provider", "reason"],
 )
+EDGE_REQUEST_TIMEOUTS = Counter(
+    "rewardrelay_edge_request_timeouts",
+    "Connections answered 408 and closed: the request did not arrive in full in time.",
+)
 PICKUP_DELAY = Histogram(
     "rewardrelay_unit_pickup_delay_seconds",
     "Backlog: time from acceptance at the edge to a worker beginning the unit's first attempt.",
@@ -128,6 +134,10 @@ def observe_provider_call(provider: str, outcome: str, seconds: float) -> None:
 
 def retry_scheduled(provider: str, reason: str) -> None:
     RETRIES.labels(provider=provider or NO_PROVIDER, reason=reason or "unexpected").inc()
+
+
+def edge_request_timed_out() -> None:
+    EDGE_REQUEST_TIMEOUTS.inc()
 
 
 def observe_pickup(seconds: float) -> None:

@@ -119,20 +119,19 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
 
 
 def skip_unused_record_fields() -> None:
-    """Stop the logging module from collecting what our formatters never print.
+    """Stop the logging module from collecting what no formatter of ours prints.
 
-    The Logging HOWTO's "Optimization" section: without these, every record walks the
-    stack for its caller (``_srcfile``) and looks up thread and process names. Our text
-    and JSON formats use none of them; at the edge, where every accepted event logs a
-    line, that lookup was a third of the cost of logging it, and in a worker, which logs
-    three lines per unit, a fifth. Call it in a process whose root handler uses our
-    formatters (the web process, and the worker: ``worker_hijack_root_logger`` is off, so
-    Celery's own lines go through ours; only its unused ``celery.task`` logger keeps a
-    format with the process name, which would read "MainProcess").
+    The Logging HOWTO's "Optimization" section: without this, every record walks the
+    stack for its caller (``_srcfile``) and looks up the multiprocessing process name. At
+    the edge, where every accepted event logs a line, the stack walk was most of the cost
+    of a record. Only switches whose field keeps a value that every format can still
+    print are turned off: the caller becomes "(unknown file)", line 0, and the process
+    name "MainProcess". ``logProcesses`` and ``logThreads`` stay on: their fields would be
+    None, and a library's own format with ``%(process)d`` (gunicorn's error log: "Worker
+    exiting", "Handling signal") then fails with "--- Logging error ---" on every line,
+    for the cost of one ``os.getpid()`` a record.
     """
     logging._srcfile = None  # the documented switch (Logging HOWTO, Optimization)
-    logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
 
 

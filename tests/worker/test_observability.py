@@ -65,3 +65,37 @@ _FRAGMENTS = st.sampled_from(
 def test_the_quick_check_never_skips_a_line_the_pattern_would_blank(text):
     # the hint check before the regex is only a shortcut: same result as the regex alone
     assert scrub(text) == _SECRET.sub(_blank, text)
+
+
+def test_records_keep_process_and_thread_ids_for_formats_of_other_libraries(capsys):
+    # given the record fields switched off for speed, and gunicorn's error-log format
+    import logging
+    import os
+    import sys
+
+    from worker.observability import skip_unused_record_fields
+
+    saved = (logging._srcfile, logging.logProcesses, logging.logThreads, logging.logMultiprocessing)
+    logger = logging.getLogger("test.gunicorn.error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(process)d] [%(thread)d] %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        skip_unused_record_fields()
+
+        # when gunicorn logs as a worker exits
+        logger.warning("Worker exiting (pid: %s)", os.getpid())
+    finally:
+        logger.removeHandler(handler)
+        (
+            logging._srcfile,
+            logging.logProcesses,
+            logging.logThreads,
+            logging.logMultiprocessing,
+        ) = saved
+
+    # then the line is written, not a "--- Logging error ---" traceback
+    err = capsys.readouterr().err
+    assert "Logging error" not in err
+    assert f"[{os.getpid()}] " in err
