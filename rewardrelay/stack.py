@@ -92,6 +92,8 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     pump: threading.Thread | None = None
     expected_exit: bool = field(default=False)
+    # The environment when it differs from the stack's (Flower's).
+    env: dict[str, str] | None = None
 
     @property
     def alive(self) -> bool:
@@ -211,6 +213,9 @@ class Stack:
             self.env["ORDERS_REDIRECT_URI"] = f"http://127.0.0.1:{port}/callback"
         self.env["PORT"] = str(self.port)
         self.env["FLOWER_PORT"] = str(self.flower_port)
+        # Sentry events from a local run are not production's (when a DSN is set at all).
+        if not self.env.get("SENTRY_ENVIRONMENT", "").strip():
+            self.env["SENTRY_ENVIRONMENT"] = "development"
         # The source pollers (beat) emit their reward events to this receiver.
         if not self.env.get("RECEIVER_URL", "").strip():
             self.env["RECEIVER_URL"] = self.receiver_url
@@ -316,11 +321,21 @@ class Stack:
                         f"--port={self.flower_port}",
                         "--address=127.0.0.1",
                     ],
+                    env=self._flower_env(),
                 )  # fmt: skip
             )
         for child in self.children:
             self._spawn(child)
         self._wait_ready()
+
+    def _flower_env(self) -> dict[str, str]:
+        """Flower on loopback: its HTTP API open without credentials, as its UI is (unless
+        the user set Flower's own auth), and no Prometheus multiprocess directory, so its
+        ``flower_*`` series stay on Flower's ``/metrics`` instead of the receiver's."""
+        env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        if not any(env.get(name, "").strip() for name in ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")):
+            env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
+        return env
 
     def _runs(self, sandbox: str) -> bool:
         return any(child.name == sandbox for child in self.sandboxes)
@@ -370,7 +385,7 @@ class Stack:
     def _spawn(self, child: Child) -> None:
         child.process = subprocess.Popen(
             child.argv,
-            env=self.env,
+            env=self.env if child.env is None else child.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

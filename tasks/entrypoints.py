@@ -29,7 +29,7 @@ from worker.celery_app import FULFIL_TASK, SWEEP_TASK
 from worker.config import Settings, SettingsError
 from worker.stores.models import UnitId
 
-__all__ = ["fulfil_reward", "sweep"]
+__all__ = ["RewardFailed", "fulfil_reward", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,38 @@ def _reset_task_context(task_id: str = "", **_: Any) -> None:
             pass
 
 
+# Attempts that leave the unit failed for good, waiting for an operator.
+FAILED_ACTIONS = frozenset({"dead_lettered", "unroutable"})
+
+
+class RewardFailed(Exception):
+    """The unit was dead-lettered (or found no route): the ledger has settled it.
+
+    Raised after that, so Celery records the task as FAILURE and Flower lists it under
+    Failed. Named in the task's ``throws``: the worker logs it as expected (one line, no
+    traceback) and Sentry's Celery integration skips it (``report_dead_letter`` already
+    sent the one event). There is no autoretry: replaying a dead letter is an operator's
+    decision. The message holds the unit key and the outcome only.
+    """
+
+
 @shared_task(  # type: ignore[untyped-decorator]
-    name=FULFIL_TASK, bind=True, acks_late=True, ignore_result=True
+    name=FULFIL_TASK, bind=True, acks_late=True, ignore_result=True, throws=(RewardFailed,)
 )
 def fulfil_reward(self: Task, unit_id: str) -> str:
     """Fulfil one reward unit; safe to run any number of times."""
     outcome = fulfil_unit(unit_id, runtime(self), task_id=self.request.id or "")
+    if outcome.action in FAILED_ACTIONS:
+        raise RewardFailed(f"unit {unit_id} {outcome.action.replace('_', '-')}")
     return outcome.action
 
 
 @shared_task(  # type: ignore[untyped-decorator]
-    name=SWEEP_TASK, bind=True, ignore_result=True
+    # No task events: a run every few seconds would fill Flower's task list.
+    name=SWEEP_TASK,
+    bind=True,
+    ignore_result=True,
+    send_events=False,
 )
 def sweep(self: Task) -> dict[str, Any]:
     """Beat's sweeper: re-publish outbox entries a relay left behind and every due unit."""

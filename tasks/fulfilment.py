@@ -209,7 +209,7 @@ class _Attempt:
         # never raises; a no-op unless Coniq-sourced and configured.
         coniq_outbound.note_fulfilled(self.rt, self.unit)
         if self._finish(UnitState.FULFILLED, AttemptOutcome.FULFILLED, fields, None):
-            metrics.unit_terminal(UnitState.FULFILLED, route["provider"])
+            self._count_terminal(UnitState.FULFILLED, route["provider"])
         observability.unit_event(
             "unit fulfilled",
             self.unit,
@@ -262,7 +262,7 @@ class _Attempt:
             fields={"ignored_by": rule},
         )
         if done:
-            metrics.unit_terminal(UnitState.IGNORED, "")
+            self._count_terminal(UnitState.IGNORED, "")
         observability.unit_event(f"unit ignored by rule {rule}", self.unit, task_id=self.task_id)
         return Outcome(self.unit.id, "ignored", UnitState.IGNORED)
 
@@ -281,7 +281,7 @@ class _Attempt:
             dead_letter=letter,
         )
         if done:
-            metrics.unit_terminal(UnitState.UNROUTABLE, "")
+            self._count_terminal(UnitState.UNROUTABLE, "")
         observability.unit_event(
             "unit unroutable", self.unit, level=logging.WARNING, task_id=self.task_id
         )
@@ -308,7 +308,7 @@ class _Attempt:
             dead_letter=letter,
         )
         if done:
-            metrics.unit_terminal(UnitState.DEAD_LETTERED, provider)
+            self._count_terminal(UnitState.DEAD_LETTERED, provider)
             observability.report_dead_letter(
                 self.unit, reason, provider, error, task_id=self.task_id
             )
@@ -351,6 +351,11 @@ class _Attempt:
             next_check_at=next_check_at,
             fields=fields,
         )
+
+    def _count_terminal(self, state: UnitState, provider: str) -> None:
+        """Once per unit and terminal state (see ``Ledger.first_time_in``)."""
+        if self.rt.ledger.first_time_in(self.unit.id, state):
+            metrics.unit_terminal(state, provider)
 
     def _first_attempt_at(self) -> float:
         return float(self.rt.ledger.field(self.unit.id, "first_attempt_at") or self.started)

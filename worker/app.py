@@ -5,9 +5,10 @@ A bad setting stops the process here with one line naming the variable.
 
 from __future__ import annotations
 
+import logging
 import sys
 
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import beat_init, celeryd_init, setup_logging, worker_process_init
 
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
@@ -28,6 +29,22 @@ def _init_worker(**_: object) -> None:
     configure_logging(settings)
     skip_unused_record_fields()  # inherited by the pool's forked children
     init_sentry(settings, component="worker")
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _logging(loglevel: int | None = None, **_: object) -> None:
+    """Every Celery program of ours (worker, beat) logs through our handler: one format
+    (``LOG_FORMAT=json`` included), secrets scrubbed. Connecting here is what tells
+    Celery not to install its own plain-text handler."""
+    configure_logging(settings, level=loglevel or logging.INFO)
+
+
+@beat_init.connect  # type: ignore[untyped-decorator]
+def _init_beat(sender: object = None, **_: object) -> None:
+    """Beat publishes only scheduled tasks (the sweep every few seconds, the pollers):
+    no "task-sent" event for them, which Flower would list as a task of its own."""
+    app.conf.task_send_sent_event = False
+    init_sentry(settings, component="beat")
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -62,6 +62,7 @@ class Settings:
     rules_file: Path = DEFAULT_RULES_FILE
     admin_token: str = field(default="", repr=False)
     sentry_dsn: str = field(default="", repr=False)
+    sentry_environment: str = "production"
     log_format: str = "text"
     provider_timeout_seconds: float = 10.0
     retry_base_seconds: float = 2.0
@@ -139,6 +140,10 @@ class Settings:
             rules_file=_path(env, "RULES_FILE", defaults.rules_file),
             admin_token=_admin_token(env),
             sentry_dsn=_url(env, "SENTRY_DSN", "", ("http", "https")),
+            # Sentry's own rules for an environment name: no slash or whitespace, <= 64.
+            sentry_environment=_text(
+                env, "SENTRY_ENVIRONMENT", defaults.sentry_environment, pattern=r"^[^/\s]{1,64}$"
+            ),
             log_format=_choice(env, "LOG_FORMAT", "text", ("text", "json")),
             provider_timeout_seconds=_float(env, "PROVIDER_TIMEOUT_SECONDS", 10.0, low=0.05),
             retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 2.0, low=0.0),

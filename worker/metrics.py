@@ -66,6 +66,7 @@ __all__ = [
 # The standard prometheus_client variable for multiprocess mode.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+OWN_PREFIX = "rewardrelay_"
 NO_PROVIDER = "none"  # label value for units that never reached a provider
 # Seconds: provider calls take tens of milliseconds to a timeout of several seconds.
 PROVIDER_CALL_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -120,6 +121,49 @@ PICKUP_DELAY = Histogram(
 )
 
 
+# The label values known in advance. Each series is created at 0 when this module is
+# imported, so ``rate()`` and ``absent()`` see it before its first event: a counter that
+# appears only with its first increment loses that increment to ``rate()`` and makes
+# ``absent()`` fire on a healthy system.
+SOURCES = ("coniq", "internal")
+# tasks.routing.PROVIDERS (the worker layer imports no task module; a test keeps them equal)
+PROVIDERS = ("ifeelgoods", "rewardops")
+REJECT_REASONS = (
+    "signature-missing",
+    "signature-invalid",
+    "timestamp-out-of-tolerance",
+    "malformed-json",
+    "payload-too-large",
+    "unsupported-media-type",
+    "validation-failed",
+    "store-unavailable",
+)
+TERMINAL_STATES_BY_PROVIDER = {
+    "fulfilled": PROVIDERS,
+    "dead_lettered": (*PROVIDERS, NO_PROVIDER),
+    "unroutable": (NO_PROVIDER,),
+    "ignored": (NO_PROVIDER,),
+}
+RETRY_REASONS = ("timeout", "rate_limited", "unexpected")
+
+
+def _initialise_known_series() -> None:
+    for source in SOURCES:
+        for counter in (EVENTS_RECEIVED, EVENTS_ACCEPTED, EVENTS_DUPLICATE):
+            counter.labels(source=source)
+        for reason in REJECT_REASONS:
+            EVENTS_REJECTED.labels(source=source, reason=reason)
+    for state, providers in TERMINAL_STATES_BY_PROVIDER.items():
+        for provider in providers:
+            UNITS_TERMINAL.labels(state=state, provider=provider)
+    for provider in PROVIDERS:
+        for reason in RETRY_REASONS:
+            RETRIES.labels(provider=provider, reason=reason)
+
+
+_initialise_known_series()
+
+
 def event_received(source: str) -> None:
     EVENTS_RECEIVED.labels(source=source).inc()
 
@@ -172,6 +216,24 @@ class StoreCollector:
         )
 
 
+class _OwnSeries:
+    """Only our families (``rewardrelay_*``) from a collector.
+
+    The multiprocess directory is shared by every process started with
+    ``PROMETHEUS_MULTIPROC_DIR`` in its environment; Flower, also a prometheus_client
+    user, writes its ``flower_*`` series there too. Those belong to Flower's own
+    ``/metrics``, not the receiver's.
+    """
+
+    def __init__(self, collector: Any) -> None:
+        self._collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._collector.collect():
+            if family.name.startswith(OWN_PREFIX):
+                yield family
+
+
 class _Chain:
     """Several collectors rendered as one exposition (no registration needed)."""
 
@@ -197,7 +259,7 @@ def render(*extra: Any) -> bytes:
     base: Any = REGISTRY
     if multiprocess_dir():
         # Sums the files every process (web and worker) wrote in the shared directory.
-        base = multiprocess.MultiProcessCollector(CollectorRegistry())  # type: ignore[no-untyped-call]
+        base = _OwnSeries(multiprocess.MultiProcessCollector(CollectorRegistry()))  # type: ignore[no-untyped-call]
     return generate_latest(_Chain([base, *extra]))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 
+from worker.celery_app import SWEEP_TASK
 from worker.config import Settings
 from worker.stores.models import Unit
 
@@ -102,6 +103,32 @@ class TextFormatter(logging.Formatter):
         return f"{base} {context}".rstrip()
 
 
+# Tasks that run every few seconds whatever happens (beat's sweep): Celery's lines about
+# each run ("Sending due task", "received", "succeeded") are routine, not news.
+ROUTINE_TASKS = frozenset({SWEEP_TASK})
+
+
+class _RoutineTasksAtDebug(logging.Filter):
+    """Celery's INFO lines about a routine task are DEBUG lines (shown only at DEBUG).
+
+    The task logs a line of its own when a run found work (see ``tasks.sweep``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _names_routine_task(record.args):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _names_routine_task(args: Any) -> bool:
+    if isinstance(args, dict):  # the worker's "Task %(name)s[%(id)s] received/succeeded"
+        return args.get("name") in ROUTINE_TASKS
+    if isinstance(args, tuple):  # beat's "Scheduler: Sending due task %s (%s)"
+        return any(isinstance(arg, str) and arg in ROUTINE_TASKS for arg in args)
+    return False
+
+
 def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     """Install one stderr handler with the chosen format on the root logger."""
     handler = logging.StreamHandler(sys.stderr)
@@ -110,6 +137,7 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_ContextFilter())
+    handler.addFilter(_RoutineTasksAtDebug())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -254,6 +282,7 @@ def init_sentry(settings: Settings, *, component: str) -> bool:
         before_send=_before_send,
         traces_sample_rate=0.0,
         server_name=component,
+        environment=settings.sentry_environment,
         # Log lines become breadcrumbs only: a retried failure logs on every attempt, and
         # we report a failure once, when it is dead-lettered (report_dead_letter).
         integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,7 +79,9 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     sentry = _SentryInbox()
     threading.Thread(target=sentry.serve_forever, daemon=True).start()
     dsn = f"http://publickey@127.0.0.1:{sentry.server_port}/42"
-    stack: Stack = make_stack({"SENTRY_DSN": dsn, "RETRY_MAX_ATTEMPTS": "3"})
+    stack: Stack = make_stack(
+        {"SENTRY_DSN": dsn, "RETRY_MAX_ATTEMPTS": "3", "SENTRY_ENVIRONMENT": "staging-eu"}
+    )
     ifeelgoods.set_faults(
         {
             "method": "POST",
@@ -109,6 +112,7 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
         tags = dict(ev["tags"])
         assert tags["event_id"] == tags["unit_id"].rsplit(":", 2)[0]
         assert tags["provider"] == "ifeelgoods"
+        assert ev["environment"] == "staging-eu"
         # the breadcrumbs (log lines of the unit's attempts) carry the same ids
         crumbs = [c for c in ev.get("breadcrumbs", {}).get("values", []) if c.get("data")]
         about_unit = [c for c in crumbs if c["data"].get("unit_id") == tags["unit_id"]]
@@ -193,3 +197,96 @@ def test_flower_lists_fulfilment_tasks_by_name_and_state_without_personal_data(
     finally:
         os.killpg(flower.pid, signal.SIGTERM)
         flower.wait(timeout=10)
+
+
+def _start_flower(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "flower", f"--port={port}",
+         "--address=127.0.0.1"],
+        env={**env, "FLOWER_UNAUTHENTICATED_API": "true"},
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthcheck", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    time.sleep(1.0)  # let Flower subscribe to the event stream
+    return flower, url
+
+
+def test_flower_lists_a_dead_lettered_reward_as_failed_and_no_sweeps_and_beat_logs_json(
+    make_stack: Any, ifeelgoods: Any, tmp_path: Any
+) -> None:
+    # given the worker, beat sweeping every second (at DEBUG, in JSON), and Flower
+    stack: Stack = make_stack({"LOG_FORMAT": "json"})
+    beat_log = tmp_path / "beat.log"
+    with open(beat_log, "wb") as out:
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "-l", "debug",
+             "-s", str(tmp_path / "beat-schedule")],
+            env=stack.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    flower, url = _start_flower(stack.env)
+    try:
+        # when one reward is refused for good by the provider (dead letter), one fulfilled
+        ifeelgoods.set_faults(
+            {
+                "method": "POST",
+                "path": "/fulfillment/v2/promotions/*/redemptions/actions/redeem",
+                "kind": "permanent",
+                "status": 422,
+                "times": 1,
+            }
+        )
+        dead, fine = coniq_reward(), coniq_reward()
+        stack.send(dead)
+        assert stack.wait_terminal(dead["id"])["units"][0]["state"] == "dead_lettered"
+        stack.send(fine)
+        assert stack.wait_terminal(fine["id"])["units"][0]["state"] == "fulfilled"
+        time.sleep(3.0)  # several sweeps
+        tasks: dict[str, Any] = {}
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            tasks = httpx.get(f"{url}/api/tasks", timeout=5).json()
+            states = {str(t.get("args")): t.get("state") for t in tasks.values()}
+            if any(dead["id"] in a and s == "FAILURE" for a, s in states.items()):
+                break
+            time.sleep(0.3)
+    finally:
+        os.killpg(flower.pid, signal.SIGTERM)
+        os.killpg(beat.pid, signal.SIGTERM)
+        flower.wait(timeout=10)
+        beat.wait(timeout=10)
+
+    # then Flower lists the dead-lettered reward as failed, the fulfilled one as a success
+    by_unit = {str(t.get("args")): t for t in tasks.values() if t.get("name")}
+    [failed] = [t for a, t in by_unit.items() if dead["id"] in a]
+    assert failed["state"] == "FAILURE"
+    assert "RewardFailed" in str(failed.get("exception"))
+    assert any(fine["id"] in a and t["state"] == "SUCCESS" for a, t in by_unit.items())
+    # and it was not retried by Celery: one task for that unit, no RETRY state
+    assert all(t.get("state") != "RETRY" for t in tasks.values())
+    # and the sweep, every second, is not in Flower's list
+    assert not [t for t in tasks.values() if t.get("name") == "tasks.sweep"], tasks
+    # and beat's own lines are JSON, its routine "Sending due task" lines at DEBUG only
+    lines = [json.loads(line) for line in _log_lines(beat_log)]
+    sending = [line for line in lines if "Sending due task" in line["msg"]]
+    assert len(sending) >= 3
+    assert {line["level"] for line in sending} == {"debug"}
+    assert any(line["logger"] == "celery.beat" for line in lines)
+
+
+def _log_lines(path: Any) -> list[str]:
+    """The log lines of a Celery program's output: JSON objects, or Celery's own
+    "[2026-... INFO/MainProcess] ..." text lines (its start-up banner is not logging)."""
+    return [
+        line
+        for line in path.read_text(errors="replace").splitlines()
+        if line.startswith("{") or re.match(r"\[\d{4}-", line)
+    ]

@@ -70,7 +70,21 @@ def test_metrics_scrape_counts_each_outcome_from_web_and_worker_processes(
         {"method": "POST", "path": REDEMPTIONS, "kind": "permanent", "status": 422, "times": 1}
     )
     assert stack.send(dead).status_code == 202
-    assert stack.wait_terminal(dead["id"])["units"][0]["state"] == "dead_lettered"
+    [dead_unit] = stack.wait_terminal(dead["id"])["units"]
+    assert dead_unit["state"] == "dead_lettered"
+    # and is replayed and refused again (one unit dead-lettered, counted once),
+    ifeelgoods.set_faults(
+        {"method": "POST", "path": REDEMPTIONS, "kind": "permanent", "status": 422, "times": 1}
+    )
+    replayed = stack.http.post(
+        f"{stack.edge_url}/dead-letters/{dead_unit['id']}/replay",
+        headers={"Authorization": f"Bearer {TEST_ADMIN_TOKEN}"},
+    )
+    assert replayed.status_code == 202, replayed.text
+    deadline = time.time() + 30
+    while stack.fulfillment(dead["id"])["units"][0]["state"] != "dead_lettered":
+        assert time.time() < deadline, stack.fulfillment(dead["id"])
+        time.sleep(0.1)
     # one meets a single 503 (one retry) and is then fulfilled,
     ifeelgoods.set_faults(
         {"method": "POST", "path": REDEMPTIONS, "kind": "status", "status": 503, "times": 1}
@@ -99,8 +113,8 @@ def test_metrics_scrape_counts_each_outcome_from_web_and_worker_processes(
         ("rewardrelay_units_terminal_total", (("state", "fulfilled"),)): 3,
         ("rewardrelay_units_terminal_total", (("state", "dead_lettered"),)): 1,
         ("rewardrelay_retries_total", (("provider", "ifeelgoods"),)): 1,
-        ("rewardrelay_provider_call_seconds_count", (("provider", "ifeelgoods"),)): 5,
-        ("rewardrelay_provider_call_seconds_count", (("outcome", "permanent"),)): 1,
+        ("rewardrelay_provider_call_seconds_count", (("provider", "ifeelgoods"),)): 6,
+        ("rewardrelay_provider_call_seconds_count", (("outcome", "permanent"),)): 2,
         ("rewardrelay_unit_pickup_delay_seconds_count", ()): 4,
         ("rewardrelay_dead_letters_waiting", ()): 1,
         ("rewardrelay_units_live", ()): 0,
@@ -115,8 +129,23 @@ def test_metrics_scrape_counts_each_outcome_from_web_and_worker_processes(
             break
         time.sleep(0.2)
     assert got == expected
-    coniq_only = {labels for (name, labels) in samples if name.startswith("rewardrelay_events")}
-    assert all(("source", "coniq") in labels for labels in coniq_only)
+    counted = {
+        labels
+        for (name, labels), value in samples.items()
+        if name.startswith("rewardrelay_events") and value
+    }
+    assert all(("source", "coniq") in labels for labels in counted)
+    # and the series of outcomes that did not happen are there, at 0 (for rate() / absent())
+    assert samples[("rewardrelay_events_accepted_total", frozenset({("source", "internal")}))] == 0
+    assert (
+        samples[
+            (
+                "rewardrelay_units_terminal_total",
+                frozenset({("state", "fulfilled"), ("provider", "rewardops")}),
+            )
+        ]
+        == 0
+    )
     assert _value(samples, "rewardrelay_units_terminal_total", provider="ifeelgoods") == 4
 
     # and both kinds of process wrote samples: gunicorn workers and Celery pool children

@@ -43,6 +43,8 @@ def test_unset_secrets_and_providers_come_from_the_data_dir(tmp_path):
     ]
     assert settings.ignico_configured and settings.orders_configured
     assert settings.coniq_outbound_configured and settings.receiver_url == stack.receiver_url
+    # and Sentry events of a local run are not production's
+    assert settings.sentry_environment == "development"
 
 
 def test_set_provider_credentials_mean_no_sandbox(tmp_path):
@@ -58,6 +60,36 @@ def test_set_provider_credentials_mean_no_sandbox(tmp_path):
     assert settings.ifeelgoods_api_key == "real-key"
     assert settings.admin_token == "t" * 20
     assert [s.name for s in stack.sandboxes] == ["rewardops", "ignico", "orders-platform", "coniq"]
+
+
+def test_a_set_sentry_environment_is_kept_and_flower_gets_an_open_api_without_our_metrics(
+    tmp_path,
+):
+    # given
+    environ = _environ(tmp_path, SENTRY_ENVIRONMENT="demo", PROMETHEUS_MULTIPROC_DIR="")
+    stack = Stack(port=_free_port(), flower=True, flower_port=_free_port(), environ=environ)
+
+    # when
+    settings = stack.prepare()
+    flower_env = stack._flower_env()
+    stack.stop()
+
+    # then
+    assert settings.sentry_environment == "demo"
+    # Flower, on loopback, answers its API without credentials (else 401) ...
+    assert flower_env["FLOWER_UNAUTHENTICATED_API"] == "true"
+    # ... and writes no flower_* series into the receiver's metrics directory
+    assert stack.env["PROMETHEUS_MULTIPROC_DIR"]
+    assert "PROMETHEUS_MULTIPROC_DIR" not in flower_env
+
+
+def test_flower_api_stays_closed_when_flower_auth_is_configured(tmp_path):
+    environ = _environ(tmp_path, FLOWER_BASIC_AUTH="ops:secret-password")
+    stack = Stack(port=_free_port(), flower=True, flower_port=_free_port(), environ=environ)
+    stack.prepare()
+    flower_env = stack._flower_env()
+    stack.stop()
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower_env
 
 
 def test_refuses_a_receiver_port_in_use(tmp_path):

@@ -96,3 +96,52 @@ def test_openapi_describes_metrics_and_the_console(client):
     ):
         assert path in paths
     assert document["components"]["securitySchemes"]["consoleSession"]["in"] == "cookie"
+
+
+def test_known_series_are_exposed_at_zero_before_their_first_event(client):
+    # when nothing of the kind has happened in this process
+    samples = _scrape(client)
+
+    # then the series exist (rate() and absent() alerts need them from the start)
+    for source in ("coniq", "internal"):
+        assert ("rewardrelay_events_accepted_total", frozenset({("source", source)})) in samples
+        key = frozenset({("source", source), ("reason", "signature-invalid")})
+        assert ("rewardrelay_events_rejected_total", key) in samples
+    for state, provider in [("fulfilled", "rewardops"), ("dead_lettered", "none")]:
+        key = frozenset({("state", state), ("provider", provider)})
+        assert ("rewardrelay_units_terminal_total", key) in samples
+
+
+def test_the_metrics_know_every_routable_provider():
+    from tasks.routing import PROVIDERS
+    from worker import metrics
+
+    assert metrics.PROVIDERS == PROVIDERS
+
+
+_OTHER_PROCESS = """
+from prometheus_client import Counter
+Counter("flower_events", "Flower's own series", ["worker"]).labels(worker="w1").inc(7)
+Counter("rewardrelay_events_received", "ours", ["source"]).labels(source="coniq").inc(3)
+"""
+
+
+def test_series_of_other_programs_in_the_multiprocess_directory_are_not_exposed(
+    tmp_path, monkeypatch
+):
+    # given a multiprocess directory where another program (Flower) wrote its series too
+    import subprocess
+    import sys
+
+    from worker import metrics
+
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS], env=env, check=True)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    # when the receiver renders the directory
+    text = metrics.render().decode()
+
+    # then only our own series are there
+    assert 'rewardrelay_events_received_total{source="coniq"} 3.0' in text
+    assert "flower_" not in text

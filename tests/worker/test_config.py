@@ -31,6 +31,7 @@ FULL_ENV = {
     "ADMIN_TOKEN": "admin-token-abcdefghijklmnop",
     "SENTRY_DSN": "https://sentrypublickey123@o1.ingest.sentry.io/42",
     "LOG_FORMAT": "json",
+    "SENTRY_ENVIRONMENT": "staging",
     "PROVIDER_TIMEOUT_SECONDS": "7.5",
     "RETRY_BASE_SECONDS": "1",
     "RETRY_MAX_DELAY_SECONDS": "300",
@@ -77,6 +78,9 @@ MALFORMED = [
     ("ADMIN_TOKEN", "too-short"),
     ("SENTRY_DSN", "not a url"),
     ("LOG_FORMAT", "xml"),
+    ("SENTRY_ENVIRONMENT", "my staging"),
+    ("SENTRY_ENVIRONMENT", "eu/staging"),
+    ("SENTRY_ENVIRONMENT", "x" * 65),
     ("PROVIDER_TIMEOUT_SECONDS", "0"),
     ("PROVIDER_TIMEOUT_SECONDS", "fast"),
     ("RETRY_BASE_SECONDS", "-1"),
@@ -178,6 +182,7 @@ def test_empty_environment_gives_documented_defaults():
     assert settings.event_secrets == ()
     assert settings.admin_token == ""
     assert settings.log_format == "text"
+    assert settings.sentry_environment == "production"
     assert settings.celery_broker_url == ""
 
 
@@ -195,6 +200,7 @@ def test_full_environment_is_parsed_into_typed_values():
     assert settings.ifeelgoods_base_url == "https://sandbox.ifeelgoods.com/fulfillment/v2"
     assert settings.rules_file == DEFAULT_RULES_FILE
     assert settings.log_format == "json"
+    assert settings.sentry_environment == "staging"
     assert settings.provider_timeout_seconds == 7.5
     assert settings.retry_max_attempts == 12
     assert settings.task_lease_seconds == 90.0

@@ -209,6 +209,14 @@ class Ledger:
         )
         return bool(done)
 
+    def first_time_in(self, unit_id: str, state: UnitState) -> bool:
+        """True the first time the unit reaches terminal ``state``, False after that.
+
+        A marker field on the unit, which a replay keeps: a dead letter replayed and
+        dead-lettered again is one dead-lettered unit, not two, in the terminal counter.
+        """
+        return bool(self._redis.hsetnx(self._keys.unit(unit_id), f"counted_{state.value}", 1))
+
     def get(self, unit_id: str) -> Unit | None:
         raw = self._redis.hgetall(self._keys.unit(unit_id))
         if not raw:
