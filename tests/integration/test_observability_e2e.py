@@ -274,6 +274,8 @@ def test_flower_lists_a_dead_lettered_reward_as_failed_and_no_sweeps_and_beat_lo
     assert all(t.get("state") != "RETRY" for t in tasks.values())
     # and the sweep, every second, is not in Flower's list
     assert not [t for t in tasks.values() if t.get("name") == "tasks.sweep"], tasks
+    # and the worker (at INFO) does not log each sweep's "received" / "succeeded"
+    assert "tasks.sweep[" not in stack.worker_logs()
     # and beat's own lines are JSON, its routine "Sending due task" lines at DEBUG only
     lines = [json.loads(line) for line in _log_lines(beat_log)]
     sending = [line for line in lines if "Sending due task" in line["msg"]]
