@@ -38,8 +38,6 @@ from gunicorn import http  # type: ignore[import-untyped]
 from gunicorn.http2 import negotiation  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-untyped]
 
-from worker import metrics
-
 __all__ = [
     "EdgeWorker",
     "Framing",
@@ -295,7 +293,7 @@ class EdgeWorker(ThreadWorker):  # type: ignore[misc]
                 continue
             self._forget(conn)
             if reading.buffer:
-                metrics.edge_request_timed_out()
+                _count_timeout()
                 self._refuse(conn, REQUEST_TIMEOUT)
             else:
                 self._close(conn)
@@ -314,6 +312,15 @@ class EdgeWorker(ThreadWorker):  # type: ignore[misc]
     def _close(self, conn: TConn) -> None:
         self.nr_conns -= 1
         conn.close()
+
+
+def _count_timeout() -> None:
+    # Imported here, in the worker process: gunicorn's master imports this module to find
+    # the worker class, before ``on_starting`` has created the Prometheus multiprocess
+    # directory that importing the metrics writes to.
+    from worker import metrics
+
+    metrics.edge_request_timed_out()
 
 
 def _expects_continue(data: bytes | bytearray) -> bool:

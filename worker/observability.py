@@ -111,7 +111,7 @@ ROUTINE_TASKS = frozenset({SWEEP_TASK})
 class _RoutineTasksAtDebug(logging.Filter):
     """Celery's INFO lines about a routine task are DEBUG lines (shown only at DEBUG).
 
-    The task logs a line of its own when a run found work (see ``tasks.sweep``).
+    The task logs a line of its own when a run found work (``tasks.entrypoints.sweep``).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -123,7 +123,8 @@ class _RoutineTasksAtDebug(logging.Filter):
 
 def _names_routine_task(args: Any) -> bool:
     if isinstance(args, dict):  # the worker's "Task %(name)s[%(id)s] received/succeeded"
-        return args.get("name") in ROUTINE_TASKS
+        name = args.get("name")
+        return isinstance(name, str) and name in ROUTINE_TASKS
     if isinstance(args, tuple):  # beat's "Scheduler: Sending due task %s (%s)"
         return any(isinstance(arg, str) and arg in ROUTINE_TASKS for arg in args)
     return False

@@ -29,8 +29,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def web(make_stack: Any) -> Stack:
-    stack: Stack = make_stack(worker=False, relay=False, web="gunicorn")
+def web(make_stack: Any, tmp_path: Any) -> Stack:
+    # One metrics directory, so a scrape sums both gunicorn processes.
+    metrics_dir = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    stack: Stack = make_stack(metrics_dir, worker=False, relay=False, web="gunicorn")
     return stack
 
 
@@ -130,6 +132,9 @@ def test_64_stalled_connections_do_not_stop_webhooks_or_probes(web: Stack) -> No
     assert result.percentile(result.webhook_ms, 0.99) < 1000, result.summary()
     # and each stalled connection was answered 408 at its read deadline
     assert result.slow_endings == {"408": 64}, result.summary()
+    # and counted
+    exposition = web.http.get(web.edge_url + "/metrics").text
+    assert "rewardrelay_edge_request_timeouts_total 64.0" in exposition
 
 
 def test_a_request_completed_late_but_within_the_deadline_is_served(web: Stack, connect) -> None:
