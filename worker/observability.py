@@ -151,14 +151,13 @@ def skip_unused_record_fields() -> None:
     """Stop the logging module from collecting what no formatter of ours prints.
 
     The Logging HOWTO's "Optimization" section: without this, every record walks the
-    stack for its caller (``_srcfile``) and looks up the multiprocessing process name. At
-    the edge, where every accepted event logs a line, the stack walk was most of the cost
-    of a record. Only switches whose field keeps a value that every format can still
-    print are turned off: the caller becomes "(unknown file)", line 0, and the process
-    name "MainProcess". ``logProcesses`` and ``logThreads`` stay on: their fields would be
-    None, and a library's own format with ``%(process)d`` (gunicorn's error log: "Worker
-    exiting", "Handling signal") then fails with "--- Logging error ---" on every line,
-    for the cost of one ``os.getpid()`` a record.
+    stack for its caller (``_srcfile``) and looks up the multiprocessing process name,
+    which our formats never print; at the edge every accepted event logs a line. Only
+    switches whose field keeps a value that any format can still print are turned off:
+    the caller becomes "(unknown file)", line 0, and the process name "MainProcess".
+    ``logProcesses`` and ``logThreads`` stay on: their fields would be None, and a
+    library's own format with ``%(process)d`` (gunicorn's error log: "Worker exiting",
+    "Handling signal") then fails with "--- Logging error ---" on every line.
     """
     logging._srcfile = None  # the documented switch (Logging HOWTO, Optimization)
     logging.logMultiprocessing = False
