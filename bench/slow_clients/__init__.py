@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bench.ingest.load import make_event
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 
 __all__ = ["SlowClientResult", "measure", "partial_request"]
 

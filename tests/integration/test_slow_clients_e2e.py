@@ -23,7 +23,7 @@ from bench.ingest.load import make_event
 from bench.slow_clients import measure
 from tests.integration.conftest import Stack
 from webhooks.edge_worker import HEADER_LIMIT_BYTES, REQUEST_READ_SECONDS
-from webhooks.signatures import signed_headers
+from worker.signing import signed_headers
 
 pytestmark = pytest.mark.integration
 
