@@ -30,17 +30,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from rewardrelay.commands import COMMAND_MODULES
-from rewardrelay.commands.common import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    CommandError,
-    redis_unreachable,
-)
-from rewardrelay.commands.send import new_event_id, sample_event
-from rewardrelay.commands.status import status_exit_code
+from rewardrelay.commands.common import EXIT_FAILED, EXIT_USAGE, CommandError
 from worker.config import SettingsError
 
-__all__ = ["build_parser", "main", "new_event_id", "sample_event", "status_exit_code"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,25 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser
-
-
-def _redis_down(exc: Exception) -> str | None:
-    """The one-line message when ``exc`` is a refused Redis connection, else None.
-
-    ``redis`` is looked up, not imported: a command that never loaded it cannot have
-    failed on it, and the client commands stay quick to start.
-    """
-    redis = sys.modules.get("redis")
-    if redis is None or not isinstance(exc, redis.ConnectionError):
-        return None
-    from rewardrelay.datadir import DataDir
-    from worker.config import Settings
-
-    try:
-        url = Settings.from_env(DataDir.from_env().client_environ()).redis_url
-    except SettingsError:
-        url = ""
-    return redis_unreachable(url or "REDIS_URL")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,12 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, as other command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
-    except Exception as exc:
-        message = _redis_down(exc)
-        if message is None:
-            raise
-        print(f"rewardrelay: {message}", file=sys.stderr)
         return EXIT_FAILED
 
 

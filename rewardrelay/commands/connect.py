@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rewardrelay.commands.common import EXIT_OK, CommandError
+from rewardrelay.commands.common import EXIT_OK, CommandError, redis_unreachable
 from rewardrelay.datadir import DataDir
 from worker.config import Settings
 
@@ -25,6 +25,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(DataDir.from_env().client_environ())
     settings.require("REDIS_URL")
+    _require_redis(settings.redis_url)
 
     def show(url: str) -> None:
         print("Open this URL, sign in and approve access:", flush=True)
@@ -37,3 +38,20 @@ def cmd_connect(args: argparse.Namespace) -> int:
         raise CommandError(f"connect {args.source}: {exc}") from None
     print(f"connected {args.source}: refresh token stored in Redis")
     return EXIT_OK
+
+
+def _require_redis(url: str) -> None:
+    """Fail before the consent flow, not after it, when the token could not be stored.
+
+    Raises:
+        CommandError: Redis does not answer a PING.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
+    try:
+        client.ping()
+    except redis.RedisError:
+        raise CommandError(redis_unreachable(url)) from None
+    finally:
+        client.close()
