@@ -118,6 +118,13 @@ def _sandbox_origin(provider: str, base_url: str) -> str:
     parts = urlsplit(base_url)
     origin = f"{parts.scheme}://{parts.netloc}"
     variable = BASE_URL_VARIABLES[provider]
+    if base_url == getattr(Settings(), f"{provider}_base_url"):
+        # Not even a GET to the vendor: this is the default, the real provider's API.
+        raise CommandError(
+            f"--fault works on sandboxes only: {variable} is the real {provider} API — "
+            "start `rewardrelay run`, or point it at a sandbox",
+            EXIT_USAGE,
+        )
     try:
         response = httpx.get(f"{origin}/_sandbox/faults", timeout=CONTROL_TIMEOUT_SECONDS)
     except httpx.HTTPError:

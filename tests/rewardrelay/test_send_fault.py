@@ -133,3 +133,15 @@ def test_a_provider_that_is_not_a_sandbox_is_never_asked(
     assert code == 2
     assert [(r.method, r.path) for r in stub_server.requests] == [("GET", "/_sandbox/faults")]
     assert "--fault works on sandboxes only: IFEELGOODS_BASE_URL" in capsys.readouterr().err
+
+
+def test_the_real_provider_is_not_even_asked(cli_env, stub_server, capsys):
+    # given no sandbox: IFEELGOODS_BASE_URL is unset, so it is the vendor's own API
+
+    # when
+    code = main(["send", "--fault", "permanent:422", "--url", stub_server.url])
+
+    # then
+    assert code == 2
+    assert stub_server.requests == []
+    assert "IFEELGOODS_BASE_URL is the real ifeelgoods API" in capsys.readouterr().err
