@@ -9,6 +9,7 @@ import pytest
 from rewardrelay.cli import main
 from rewardrelay.embedded import EmbeddedRedis
 from sandboxes.server import create_sandbox_app, serve_in_thread
+from worker.config import Settings
 
 
 @pytest.fixture
@@ -170,3 +171,32 @@ def test_configured_sources_are_checked_and_an_unconnected_platform_fails(
     assert "igs-1" not in out and "ops-1" not in out and "ck-1" not in out
     for server in (ignico, orders, coniq):
         server.stop()
+
+
+class _ReadRecorder(dict[str, str]):
+    """An environment that remembers which variables were read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_settings_are_listed_under_the_variables_that_set_them(local_services, capsys):
+    # given the variable names Settings.from_env really reads
+    environ = _ReadRecorder()
+    Settings.from_env(environ)
+
+    # when
+    main(["check"])
+
+    # then every listed setting is one of them (CELERY_BROKER_URL, not BROKER_URL)
+    out = capsys.readouterr().out
+    listed = {
+        line.strip().split("=", 1)[0] for line in out.splitlines() if line.startswith("       ")
+    }
+    assert listed - environ.read == set()
+    assert {"CELERY_BROKER_URL", "RR_KEY_PREFIX", "REDIS_URL"} <= listed

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 
-from rewardrelay.datadir import SECRET_VARIABLES, DataDir
+from rewardrelay.datadir import _HEADER, SECRET_VARIABLES, DataDir
 from worker.config import Settings
 from worker.signing import decode_secret
 
@@ -118,3 +119,72 @@ def test_running_stack_is_ignored_once_its_process_is_gone(tmp_path):
     assert live is not None and live["env"]["PORT"] == "9001"
     assert dead is None
     assert directory.client_environ({}).get("PORT") is None
+
+
+def test_values_are_written_without_quotes_exactly_as_used(tmp_path):
+    # given
+    directory = DataDir(tmp_path / "data")
+
+    # when
+    local = directory.secrets()
+
+    # then each line is NAME=value with the value as it is used (nothing to strip)
+    lines = [line for line in directory.settings_file.read_text().splitlines() if "=" in line]
+    assert lines == [f"{name}={local[name]}" for name in SECRET_VARIABLES]
+
+
+def test_generated_values_never_need_shell_quotes(tmp_path):
+    # given many generated files (the generators are random)
+    values = [
+        value
+        for index in range(40)
+        for value in DataDir(tmp_path / str(index)).secrets().values.values()
+    ]
+
+    # then every value is made of characters a shell takes as they are
+    assert all(re.fullmatch(r"[A-Za-z0-9_+/=.:-]+", value) for value in values)
+
+
+def test_a_file_written_with_quotes_is_read_and_rewritten_bare(tmp_path):
+    # given a settings.env as earlier versions wrote it
+    first = DataDir(tmp_path / "data")
+    local = first.secrets()
+    quoted = "".join(f"{name}='{local[name]}'\n" for name in SECRET_VARIABLES)
+    first.settings_file.write_text(_HEADER + quoted)
+
+    # when
+    again = DataDir(tmp_path / "data").secrets()
+
+    # then the values are the same and the file no longer has quotes
+    assert again == local
+    assert "'" not in first.settings_file.read_text()
+
+
+def test_a_hand_edited_file_with_quotes_is_read_but_left_as_it_is(tmp_path):
+    # given an operator's own file: a comment of theirs and a double-quoted value
+    directory = DataDir(tmp_path / "data")
+    local = directory.secrets()
+    lines = [f'{name}="{local[name]}"' for name in SECRET_VARIABLES]
+    text = "# mine\n" + "\n".join(lines) + "\n"
+    directory.settings_file.write_text(text)
+
+    # when
+    again = directory.secrets()
+
+    # then
+    assert again == local
+    assert directory.settings_file.read_text() == text
+
+
+def test_a_value_that_needs_quotes_keeps_them_and_reads_back(tmp_path):
+    # given a hand-set value with a space and a quote, and a missing value to generate
+    directory = DataDir(tmp_path / "data")
+    directory.ensure()
+    directory.settings_file.write_text("ADMIN_TOKEN='it'\\''s a long token value'\n")
+
+    # when
+    local = directory.secrets()
+
+    # then
+    assert local["ADMIN_TOKEN"] == "it's a long token value"
+    assert DataDir(tmp_path / "data").secrets()["ADMIN_TOKEN"] == "it's a long token value"

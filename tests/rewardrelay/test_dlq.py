@@ -94,3 +94,88 @@ def test_replay_needs_an_id_or_all(cli_env, capsys):
 
     # then
     assert code == 2
+
+
+ATTEMPTS = [
+    {"at": 1795437040.1234, "attempt": 1, "duration_ms": 3, "error_type": "PermanentProviderError",
+     "mode": "submit", "outcome": "dead_letter", "reason": "rejected", "status_code": 422,
+     "task_id": "84447b18-ec82-4676-9109-34eee59613c1"},
+]  # fmt: skip
+
+
+def test_list_prints_a_header_and_each_field_once(cli_env, stub_server, capsys):
+    # given a letter whose detail only repeats its reason (what the worker stores today)
+    letter = {**LETTER, "detail": "rejected"}
+    stub_server.handler = lambda _r: (200, {"items": [letter], "count": 1})
+
+    # when
+    main(["dlq", "list", "--url", stub_server.url])
+
+    # then
+    header, row, total = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == [
+        "ID", "CREATED", "(UTC)", "SOURCE", "PROVIDER", "REASON", "HTTP", "ATTEMPTS", "DETAIL",
+    ]  # fmt: skip
+    assert row.split() == [
+        "evt_1:0:0", "2026-11-23T12:30:40Z", "coniq", "ifeelgoods", "rejected", "422", "1", "-",
+    ]  # fmt: skip
+    assert row.index("rejected") == header.index("REASON")
+    assert total == "1 dead letter(s)"
+
+
+def test_list_shows_a_detail_that_says_more_than_the_reason(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, {"items": [LETTER], "count": 1})
+
+    # when
+    main(["dlq", "list", "--url", stub_server.url])
+
+    # then
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.endswith("promotion closed")
+
+
+def test_show_prints_attempts_as_a_table_with_utc_times(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, {**LETTER, "attempts": ATTEMPTS})
+
+    # when
+    code = main(["dlq", "show", "evt_1:0:0", "--url", stub_server.url])
+
+    # then
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert code == 0
+    assert "created_at   2026-11-23T12:30:40Z" in lines
+    assert "attempts     1" in lines
+    header = next(line for line in lines if line.strip().startswith("#"))
+    assert header.split() == ["#", "AT", "(UTC)", "MODE", "OUTCOME", "REASON", "HTTP", "MS", "TASK"]
+    row = lines[lines.index(header) + 1].split()
+    assert row[:6] == ["1", "2026-11-23T12:30:40.123Z", "submit", "dead_letter", "rejected", "422"]
+    assert "1795437040" not in out and "{" not in out
+
+
+def test_show_json_keeps_the_api_answer_and_ends_with_a_newline(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, {**LETTER, "attempts": ATTEMPTS})
+
+    # when
+    main(["dlq", "show", "evt_1:0:0", "--json", "--url", stub_server.url])
+
+    # then
+    out = capsys.readouterr().out
+    assert json.loads(out) == {**LETTER, "attempts": ATTEMPTS}
+    assert out.endswith("}\n") and not out.endswith("\n\n")
+
+
+def test_list_json_ends_with_a_newline(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, {"items": [LETTER], "count": 1})
+
+    # when
+    main(["dlq", "list", "--json", "--url", stub_server.url])
+
+    # then
+    out = capsys.readouterr().out
+    assert json.loads(out)["count"] == 1
+    assert out.endswith("}\n") and not out.endswith("\n\n")

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from rewardrelay.cli import main, sample_event
+from rewardrelay.cli import main
+from rewardrelay.commands.send import sample_event
 from webhooks.schemas import load_event
 
 from .conftest import CONIQ_SECRET, EVENT_SECRET
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -117,3 +124,26 @@ def test_signs_with_the_data_dir_secret_when_none_is_set(clean_env, stub_server,
     [request] = stub_server.requests
     assert code == 0
     Webhook(secret).verify(request.body, request.headers)
+
+
+def test_send_loads_none_of_the_edge_or_worker_frameworks(cli_env, stub_server):
+    # given a fresh interpreter (what a `rewardrelay send` is)
+    stub_server.handler = lambda _r: (202, {"status": "accepted"})
+    script = (
+        "import sys\n"
+        "from rewardrelay.cli import main\n"
+        f"code = main(['send', '--url', {stub_server.url!r}])\n"
+        "heavy = ('flask', 'celery', 'kombu', 'sentry_sdk', 'marshmallow', 'redis', 'webhooks')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), code)\n"
+    )
+
+    # when
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+    # then the signed request went out without importing any of them (they cost ~0.5 s)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[] 0"
+    assert len(stub_server.requests) == 1

@@ -122,3 +122,51 @@ def test_unreachable_receiver_exits_4(cli_env, capsys):
     # then
     assert code == 4
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_wait_reports_each_state_change_on_stderr(cli_env, stub_server, capsys):
+    # given the units move pending → pending → submitting → fulfilled
+    answers = iter([_fulfillment("pending"), _fulfillment("pending"), _fulfillment("submitting")])
+    stub_server.handler = lambda _r: (200, next(answers, _fulfillment("fulfilled")))
+
+    # when
+    code = main(["status", "evt_1", "--wait", "10", "--url", stub_server.url])
+
+    # then one line per change (not per poll), and stdout keeps only the final state
+    captured = capsys.readouterr()
+    changes = [line.split("] ", 1)[1] for line in captured.err.strip().splitlines()]
+    assert code == 0
+    assert changes == ["evt_1:0:0 pending", "evt_1:0:0 submitting", "evt_1:0:0 fulfilled"]
+    assert all(line.startswith("rewardrelay: [") for line in captured.err.strip().splitlines())
+    assert "pending" not in captured.out
+
+
+def test_without_wait_nothing_goes_to_stderr(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, _fulfillment("pending"))
+
+    # when
+    main(["status", "evt_1", "--url", stub_server.url])
+
+    # then
+    assert capsys.readouterr().err == ""
+
+
+def test_json_output_ends_with_one_newline(cli_env, stub_server, capsys):
+    # given
+    stub_server.handler = lambda _r: (200, _fulfillment("fulfilled"))
+
+    # when
+    main(["status", "evt_1", "--json", "--url", stub_server.url])
+
+    # then
+    out = capsys.readouterr().out
+    assert out.endswith("}\n") and not out.endswith("\n\n")
+
+
+def test_event_ids_are_percent_encoded_in_the_url(cli_env, stub_server, capsys):
+    # when
+    main(["status", "evt_a/b#c?d%e", "--url", stub_server.url])
+
+    # then
+    assert stub_server.requests[0].path == "/fulfillments/evt_a%2Fb%23c%3Fd%25e"

@@ -1,0 +1,35 @@
+"""The ``rewardrelay`` commands, one module per command group.
+
+Each module has ``register(subparsers)``, which adds its parser and sets the handler;
+``rewardrelay.cli`` builds the parser from ``COMMAND_MODULES`` in this order and
+dispatches. Shared client plumbing (receiver URL, admin token, HTTP errors, exit codes)
+is in ``common``.
+
+    run       the whole stack on embedded defaults          (rewardrelay.stack)
+    relay     the outbox relay and scheduler, a Procfile process
+    sandbox   a provider or source sandbox in the foreground
+    send      sign and post an event; optionally arm a sandbox fault first
+    status    the fulfilment state of an event's units
+    dlq       list, show, replay and discard dead letters
+    check     settings, rules, Redis, broker and provider reachability
+    connect   authorize access to a reward source once
+    console   the operator console's URL and admin token
+"""
+
+from __future__ import annotations
+
+from rewardrelay.commands import (
+    check,
+    connect,
+    console,
+    dlq,
+    relay,
+    run,
+    sandbox,
+    send,
+    status,
+)
+
+__all__ = ["COMMAND_MODULES"]
+
+COMMAND_MODULES = (run, relay, sandbox, send, status, dlq, check, connect, console)
