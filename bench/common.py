@@ -37,6 +37,7 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 IFG_KEY, IFG_SECRET = "bench-ifg-key", "bench-ifg-secret-0001"
 ROPS_ID, ROPS_SECRET = "bench-rops-client", "bench-rops-secret-0001"
 IFG_PROMOTION, IFG_SKU = 1, "APP-ITU-10USD-US"
+CODE_KEY = "YmVuY2gtY29kZS1rZXktMDEyMzQ1Njc4OWFiY2RlZjA="  # Fernet key (CODE_KEYS)
 
 
 def free_port() -> int:
@@ -420,6 +421,7 @@ def pipeline_env(redis_url: str, prefix: str, sandbox_url: str, **extra: str) ->
             "CONIQ_WEBHOOK_SECRETS": SECRET,
             "EVENT_SECRETS": SECRET,
             "ADMIN_TOKEN": ADMIN_TOKEN,
+            "CODE_KEYS": CODE_KEY,
             "IFEELGOODS_BASE_URL": f"{sandbox_url}/fulfillment/v2",
             "IFEELGOODS_API_KEY": IFG_KEY,
             "IFEELGOODS_API_SECRET": IFG_SECRET,

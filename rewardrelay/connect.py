@@ -25,6 +25,7 @@ from tasks.sources.clients.orders_platform import OrdersPlatformClient
 from tasks.sources.common import SourceKeys
 from tasks.sources.orders_platform import SOURCE, token_store
 from worker.config import Settings, SettingsError
+from worker.redis_connect import redis_client
 from worker.stores.keys import Keys
 
 __all__ = ["ConnectError", "connect_orders_platform"]
@@ -127,7 +128,7 @@ def connect_orders_platform(
             server.server_activate()
     except OSError as exc:
         raise ConnectError(f"cannot listen on {redirect.netloc}: {exc.strerror}") from None
-    store = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    store = redis_client(settings.redis_url, socket_timeout=10)
     client = OrdersPlatformClient.from_settings(
         settings, token_store(store, SourceKeys(Keys(settings.key_prefix), SOURCE))
     )

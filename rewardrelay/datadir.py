@@ -43,6 +43,7 @@ SECRET_VARIABLES = (
     "CONIQ_WEBHOOK_SECRETS",
     "EVENT_SECRETS",
     "ADMIN_TOKEN",
+    "CODE_KEYS",
     "IFEELGOODS_API_KEY",
     "IFEELGOODS_API_SECRET",
     "REWARDOPS_CLIENT_ID",
@@ -81,6 +82,8 @@ def _generate(name: str) -> str:
         return new_webhook_secret()
     if name == "ADMIN_TOKEN":
         return "rradm_" + secrets.token_urlsafe(32)
+    if name == "CODE_KEYS":  # one Fernet key: 32 random bytes, URL-safe base64
+        return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
     if name.endswith(("_API_KEY", "_CLIENT_ID")) and name != "CONIQ_API_KEY":
         return "sbx_" + secrets.token_hex(8)
     return secrets.token_urlsafe(24)

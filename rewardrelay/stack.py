@@ -194,7 +194,7 @@ class Stack:
         self.data_dir.ensure()
         self._lock()
         local = self.data_dir.secrets()
-        for name in ("CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS", "ADMIN_TOKEN"):
+        for name in ("CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS", "ADMIN_TOKEN", "CODE_KEYS"):
             if not self.env.get(name, "").strip():
                 self.env[name] = local[name]
         for provider, key_variable in SANDBOX_KEY_VARIABLE.items():

@@ -200,8 +200,7 @@ class _Attempt:
                 task_id=self.task_id,
             )
             return Outcome(self.unit.id, "awaiting", UnitState.AWAITING_DELIVERY)
-        fields["codes"] = json.dumps(list(result.codes))
-        fields["links"] = json.dumps(list(result.links))
+        fields.update(self.rt.ledger.sealed_fields(result.codes, result.links))
         fields["fulfilled_at"] = now
         # The loop back to Coniq: queue the unit for recording *before* the ledger says
         # FULFILLED, so a worker dying in between leaves a note the drain keeps until the

@@ -34,6 +34,7 @@ from kombu.exceptions import KombuError
 
 from worker.celery_app import FULFIL_TASK, make_celery
 from worker.config import Settings
+from worker.redis_connect import redis_client
 from worker.stores.keys import Keys
 from worker.stores.models import UnitId
 from worker.stores.outbox import RELAY_GROUP, Outbox, OutboxEntry
@@ -208,7 +209,7 @@ def run_relay(
     """
     settings.require("REDIS_URL")
     app = make_celery(settings)
-    client = redis.Redis.from_url(
+    client = redis_client(
         settings.redis_url,
         socket_timeout=max(REDIS_SOCKET_TIMEOUT_SECONDS, block_ms / 1000 + 2),
         socket_connect_timeout=2.0,

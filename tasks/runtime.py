@@ -20,6 +20,8 @@ from tasks.providers.rewardops import RewardOpsClient
 from tasks.retry import RetryPolicy
 from tasks.routing import Rules, load_rules
 from worker.config import Settings, SettingsError
+from worker.redis_connect import redis_client
+from worker.stores.crypto import CodeVault
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
@@ -71,7 +73,7 @@ def runtime(task: Task) -> WorkerRuntime:
 
 
 def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRuntime:
-    client = redis.Redis.from_url(
+    client = redis_client(
         settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
     )
     keys = Keys(settings.key_prefix)
@@ -84,7 +86,7 @@ def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRu
         redis=client,
         keys=keys,
         inbox=Inbox(client, keys),
-        ledger=Ledger(client, keys),
+        ledger=Ledger(client, keys, CodeVault(settings.code_keys)),
         dead_letters=DeadLetters(client, keys),
         rules=rules if rules is not None else load_rules(settings.rules_file),
         retry=RetryPolicy.from_settings(settings),
@@ -105,6 +107,7 @@ def check_worker_settings(settings: Settings) -> Rules:
         RulesError: the rules file is invalid (message names rule and field).
         SettingsError: a provider the rules route to has no credentials.
     """
+    settings.require("CODE_KEYS")  # a fulfilled unit's codes are sealed before storing
     rules = load_rules(settings.rules_file)
     used = {rule.route.provider for rule in rules.rules if rule.route is not None}
     for provider in sorted(used):

@@ -23,6 +23,8 @@ STORE_DB = 14
 TEST_CONIQ_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 TEST_EVENT_SECRET = "whsec_dGVzdC1pbnRlcm5hbC1ldmVudHMtc2VjcmV0"
 TEST_ADMIN_TOKEN = "test-admin-token-0123456789"
+# A fixed Fernet key for tests (CODE_KEYS); never used outside them.
+TEST_CODE_KEY = "dGVzdC1jb2RlLWtleS0wMTIzNDU2Nzg5YWJjZGVmMDE="
 
 
 def redis_url(db: int) -> str:
@@ -65,6 +67,7 @@ def settings(key_prefix: str) -> Settings:
         coniq_webhook_secrets=(TEST_CONIQ_SECRET,),
         event_secrets=(TEST_EVENT_SECRET,),
         admin_token=TEST_ADMIN_TOKEN,
+        code_keys=(TEST_CODE_KEY,),
         retry_base_seconds=0.05,
         retry_max_delay_seconds=0.5,
     )

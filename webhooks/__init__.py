@@ -9,7 +9,6 @@ units and the outbox entries atomically, and the relay publishes from the outbox
 
 from __future__ import annotations
 
-import redis
 from flask import Flask
 
 from tasks.routing import load_rules
@@ -18,6 +17,7 @@ from webhooks.errors import register_error_handlers
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
 from worker.observability import configure_logging, init_sentry, skip_unused_record_fields
+from worker.redis_connect import redis_client
 from worker.signing import decode_secret
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _check_secrets("CONIQ_WEBHOOK_SECRETS", settings.coniq_webhook_secrets)
     _check_secrets("EVENT_SECRETS", settings.event_secrets)
     rules = load_rules(settings.rules_file)
-    client = redis.Redis.from_url(
+    client = redis_client(
         settings.redis_url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
@@ -63,7 +63,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         redis=client,
         keys=keys,
-        inbox=Inbox(client, keys),
+        inbox=Inbox(
+            client,
+            keys,
+            wait_replicas=settings.store_wait_replicas,
+            wait_timeout_ms=settings.store_wait_timeout_ms,
+        ),
         rules=rules,
         celery=make_celery(settings),
     )
@@ -75,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # Imported here, after this package is initialised: blueprint modules (admin's in
     # particular) may import names from ``webhooks`` itself.
-    from webhooks import admin, console, health, ingest, openapi, prometheus
+    from webhooks import admin, console, health, ingest, openapi, prometheus, reveal
 
     openapi.document_bytes()  # a broken package fails here, not on the first request
     app.register_blueprint(ingest.bp)
@@ -83,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(prometheus.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(reveal.bp)  # audited reveal of full codes (issue 19)
     console.init_app(app, settings)
     register_error_handlers(app)
     return app

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 
 from worker.config import Settings
+from worker.redis_url import broker_connection
 
 __all__ = [
     "make_celery",
@@ -44,8 +45,13 @@ BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
 
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app from one Settings; no broker connection is made here."""
-    app = Celery("rewardrelay", broker=settings.celery_broker_url, include=TASK_MODULES)
-    transport_options: dict[str, Any] = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS}
+    # A Sentinel URL becomes kombu's sentinel:// list plus master_name (worker.redis_connect).
+    broker_url, sentinel_options = broker_connection(settings.celery_broker_url)
+    app = Celery("rewardrelay", broker=broker_url, include=TASK_MODULES)
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS,
+        **sentinel_options,
+    }
     if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: without them RabbitMQ may drop messages under resource alarms.
         transport_options = {"confirm_publish": True}
@@ -64,6 +70,10 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.task_queue,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
+        # Celery prefers the CELERY_BROKER_URL variable over broker_url; a Sentinel URL
+        # there is ours, not kombu's, so name the converted one where Celery looks first.
+        broker_read_url=broker_url,
+        broker_write_url=broker_url,
         broker_pool_limit=10,
         task_publish_retry=True,
         task_publish_retry_policy={

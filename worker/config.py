@@ -18,14 +18,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker.redis_url import SENTINEL_SCHEME, parse_sentinel_url
+
 __all__ = ["Settings", "SettingsError", "DEFAULT_RULES_FILE"]
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("rules.example.toml")
 # Environment names whose Settings field is spelt differently.
 ENV_ALIASES = {"CELERY_BROKER_URL": "broker_url", "RR_KEY_PREFIX": "key_prefix"}
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@]*):([^@/]+)@")
+_QUERY_PASSWORD = re.compile(r"(sentinel_password=)[^&]*")
 _WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/=]{8,}$")
 _REWARD_CODE = r"^[\x21-\x7e]{1,200}$"  # same bound as an internal event's reward_code
+# A Fernet key: 32 bytes in URL-safe base64 (44 characters, one trailing "=").
+_FERNET_KEY = re.compile(r"^[A-Za-z0-9_-]{43}=$")
 
 
 class SettingsError(Exception):
@@ -90,6 +95,11 @@ class Settings:
     coniq_base_url: str = "https://api.coniq.com"
     coniq_api_key: str = field(default="", repr=False)
     coniq_record_offer_id: str = ""
+    # Reward codes at rest (issue 19): Fernet keys, the first seals, every one opens.
+    code_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Edge durability mode: answer 202 only once this many replicas have the write.
+    store_wait_replicas: int = 0
+    store_wait_timeout_ms: int = 200
 
     @property
     def ignico_configured(self) -> bool:
@@ -115,11 +125,14 @@ class Settings:
         """Read and validate every variable; raise ``SettingsError`` on the first bad one."""
         env = os.environ if environ is None else environ
         defaults = cls()
-        redis_url = _url(env, "REDIS_URL", "", ("redis", "rediss", "unix"))
+        redis_url = _url(env, "REDIS_URL", "", ("redis", "rediss", "unix", SENTINEL_SCHEME))
         return cls(
             redis_url=redis_url,
             broker_url=_url(
-                env, "CELERY_BROKER_URL", "", ("redis", "rediss", "amqp", "pyamqp", "unix")
+                env,
+                "CELERY_BROKER_URL",
+                "",
+                ("redis", "rediss", "amqp", "pyamqp", "unix", SENTINEL_SCHEME),
             ),
             key_prefix=_text(env, "RR_KEY_PREFIX", defaults.key_prefix, pattern=r"^[\w.:-]{1,40}$"),
             task_queue=_text(env, "TASK_QUEUE", defaults.task_queue, pattern=r"^[\w.:-]{1,60}$"),
@@ -154,6 +167,11 @@ class Settings:
             sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, low=0.1),
             task_lease_seconds=_float(env, "TASK_LEASE_SECONDS", 60.0, low=1.0),
             delivery_poll_seconds=_float(env, "DELIVERY_POLL_SECONDS", 2.0, low=0.05),
+            code_keys=_code_keys(env, "CODE_KEYS"),
+            store_wait_replicas=_int(env, "STORE_WAIT_REPLICAS", 0, low=0),
+            store_wait_timeout_ms=_int(
+                env, "STORE_WAIT_TIMEOUT_MS", defaults.store_wait_timeout_ms, low=1
+            ),
             **_source_settings(env, defaults),
         )
 
@@ -180,6 +198,7 @@ class Settings:
                 )
             if isinstance(value, str) and "://" in value:
                 value = _URL_PASSWORD.sub(r"\1:***@", value)
+                value = _QUERY_PASSWORD.sub(r"\1***", value)
             out[f.name.upper()] = str(value) if isinstance(value, Path | Decimal) else value
         return out
 
@@ -199,6 +218,14 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     value = env.get(name, "").strip()
     if not value:
         return default
+    if value.startswith(SENTINEL_SCHEME + "://") and SENTINEL_SCHEME in schemes:
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise SettingsError(
+                name, f"{exc} ({SENTINEL_SCHEME}://[:PASSWORD@]HOST:PORT[,HOST:PORT]/SERVICE[/DB])"
+            ) from None
+        return value
     parts = urlsplit(value)
     if parts.scheme not in schemes:
         raise SettingsError(name, f"must be a URL with scheme {' or '.join(schemes)}")
@@ -213,6 +240,18 @@ def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         if not _WHSEC.match(secret):
             raise SettingsError(
                 name, f"secret #{position} must look like whsec_<base64>, space-separated"
+            )
+    return values
+
+
+def _code_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    values = tuple(env.get(name, "").split())
+    for position, key in enumerate(values, start=1):
+        if not _FERNET_KEY.match(key):
+            raise SettingsError(
+                name,
+                f"key #{position} must be a Fernet key (32 bytes, URL-safe base64), "
+                "space-separated",
             )
     return values
 

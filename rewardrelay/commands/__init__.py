@@ -14,6 +14,7 @@ is in ``common``.
     check     settings, rules, Redis, broker and provider reachability
     connect   authorize access to a reward source once
     console   the operator console's URL and admin token
+    rotate-keys  re-seal stored reward codes under the first key of CODE_KEYS
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rewardrelay.commands import (
     console,
     dlq,
     relay,
+    rotate_keys,
     run,
     sandbox,
     send,
@@ -32,4 +34,4 @@ from rewardrelay.commands import (
 
 __all__ = ["COMMAND_MODULES"]
 
-COMMAND_MODULES = (run, relay, sandbox, send, status, dlq, check, connect, console)
+COMMAND_MODULES = (run, relay, sandbox, send, status, dlq, check, connect, console, rotate_keys)

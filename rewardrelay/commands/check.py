@@ -101,9 +101,10 @@ def _probe_source(settings: Settings, name: str) -> str | None:
     from tasks.sources.clients.orders_platform import OrdersPlatformClient
     from tasks.sources.common import SourceKeys
     from tasks.sources.orders_platform import token_store
+    from worker.redis_connect import redis_client
     from worker.stores.keys import Keys
 
-    store = redis.Redis.from_url(settings.redis_url, socket_timeout=PROBE_TIMEOUT_SECONDS)
+    store = redis_client(settings.redis_url, socket_timeout=PROBE_TIMEOUT_SECONDS)
     client: ProviderClient
     if name == "ignico":
         client = IgnicoClient.from_settings(settings, timeout=PROBE_TIMEOUT_SECONDS)
@@ -145,7 +146,9 @@ def _probe_rules(settings: Settings) -> str | None:
 def _probe_redis(settings: Settings) -> str | None:
     import redis
 
-    client = redis.Redis.from_url(
+    from worker.redis_connect import redis_client
+
+    client = redis_client(
         settings.redis_url,
         socket_timeout=PROBE_TIMEOUT_SECONDS,
         socket_connect_timeout=PROBE_TIMEOUT_SECONDS,

@@ -48,7 +48,9 @@ def _require_redis(url: str) -> None:
     """
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=3.0)
+    from worker.redis_connect import redis_client
+
+    client = redis_client(url, socket_timeout=3.0, socket_connect_timeout=3.0)
     try:
         client.ping()
     except redis.RedisError:

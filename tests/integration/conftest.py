@@ -34,6 +34,7 @@ from sandboxes.rewardops import create_app as rewardops_app
 from tasks.relay import Dispatcher, celery_publisher
 from tests.conftest import (
     TEST_ADMIN_TOKEN,
+    TEST_CODE_KEY,
     TEST_CONIQ_SECRET,
     TEST_EVENT_SECRET,
     redis_url,
@@ -42,6 +43,7 @@ from webhooks import create_app
 from worker.celery_app import make_celery
 from worker.config import Settings
 from worker.signing import signed_headers
+from worker.stores.crypto import CodeVault
 from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
@@ -119,6 +121,7 @@ class Stack:
             "CONIQ_WEBHOOK_SECRETS": TEST_CONIQ_SECRET,
             "EVENT_SECRETS": TEST_EVENT_SECRET,
             "ADMIN_TOKEN": TEST_ADMIN_TOKEN,
+            "CODE_KEYS": TEST_CODE_KEY,
             "IFEELGOODS_BASE_URL": f"{ifg_url}/fulfillment/v2",
             "IFEELGOODS_API_KEY": IFG_KEY,
             "IFEELGOODS_API_SECRET": IFG_SECRET,
@@ -140,7 +143,7 @@ class Stack:
         self.redis = redis.Redis.from_url(self.settings.redis_url)
         self.keys = Keys(self.prefix)
         self.inbox = Inbox(self.redis, self.keys)
-        self.ledger = Ledger(self.redis, self.keys)
+        self.ledger = Ledger(self.redis, self.keys, CodeVault(self.settings.code_keys))
         self.dead_letters = DeadLetters(self.redis, self.keys)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.broker = "redis"

@@ -13,6 +13,7 @@ import pytest
 
 from webhooks.admin import REPLAY_RATE_PER_SECOND
 from webhooks.paths import dead_letter_path
+from worker.stores.crypto import CodeVault
 from worker.stores.dead_letters import DeadLetters, LetterStatus
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
@@ -30,7 +31,7 @@ class Seed:
         ctx = app.extensions["rewardrelay"]
         self.redis, self.keys = ctx.redis, ctx.keys
         self.inbox = Inbox(ctx.redis, ctx.keys)
-        self.ledger = Ledger(ctx.redis, ctx.keys)
+        self.ledger = Ledger(ctx.redis, ctx.keys, CodeVault(ctx.settings.code_keys))
         self.letters = DeadLetters(ctx.redis, ctx.keys)
 
     def event(self, event_id: str, units: int = 1, *, source: str = "coniq", at: float) -> list:
@@ -79,7 +80,7 @@ class Seed:
             fields={
                 "provider": "ifeelgoods",
                 "provider_ref": "ifg-order-77",
-                "codes": json.dumps([CODE]),
+                **self.ledger.sealed_fields([CODE], []),
             },
         )
 

@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from tests.conftest import TEST_CODE_KEY
+from worker.stores.crypto import CodeVault
 from worker.stores.dead_letters import DeadLetters, LetterStatus
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
@@ -25,7 +27,7 @@ def keys(key_prefix) -> Keys:
 
 @pytest.fixture
 def ledger(redis_client, keys) -> Ledger:
-    return Ledger(redis_client, keys)
+    return Ledger(redis_client, keys, CodeVault((TEST_CODE_KEY,)))
 
 
 @pytest.fixture
@@ -310,7 +312,7 @@ def test_finish_writes_fields_and_codes(ledger, unit_id):
         fields={
             "provider": "ifeelgoods",
             "provider_ref": "ord-123",
-            "codes": json.dumps(["ABCD-1234-SECRET"]),
+            **ledger.sealed_fields(["ABCD-1234-SECRET"], []),
         },
     )
     # then
@@ -323,7 +325,8 @@ def test_finish_writes_fields_and_codes(ledger, unit_id):
     assert unit.has_codes is True
     assert unit.terminal is True
     assert unit.updated_at == NOW + 1
-    assert ledger.codes(unit_id) == ["ABCD-1234-SECRET"]
+    assert ledger.codes(unit_id) == ["****CRET"]  # what any view shows
+    assert "ABCD-1234-SECRET" not in str(ledger._redis.hgetall(ledger._keys.unit(unit_id)))
 
 
 def test_dead_letter_is_written_with_the_unit_state(ledger, unit_id, redis_client, keys):

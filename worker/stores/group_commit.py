@@ -13,6 +13,11 @@ commands, not a transaction. An error reply fails only its own call. A connectio
 fails every call of the group still without a reply, with the ``redis.RedisError`` a lone
 call would have raised, after one resend on a fresh connection (what redis-py's client
 does for a dropped connection): use it only for scripts that are safe to run twice.
+
+With ``wait_replicas`` set, each group ends with ``WAIT replicas timeout`` on the same
+connection, so one WAIT covers every write of the group: a caller gets its reply only once
+that many replicas hold it, and ``ReplicaTimeout`` otherwise (its write may still be on the
+primary; the script must make a retry harmless, as the inbox's dedupe does).
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
-__all__ = ["ScriptWriter"]
+__all__ = ["ReplicaTimeout", "ScriptWriter"]
 
 Arg = str | bytes | int | float
+
+
+class ReplicaTimeout(redis.RedisError):
+    """The write reached the primary, but not ``wait_replicas`` replicas in time."""
 
 
 class _Call:
@@ -51,8 +60,11 @@ class ScriptWriter:
     ``groups`` and ``calls`` count what was sent (for tests and benchmarks).
     """
 
-    def __init__(self, client: redis.Redis, script: str) -> None:
+    def __init__(
+        self, client: redis.Redis, script: str, *, wait_replicas: int = 0, wait_timeout_ms: int = 0
+    ) -> None:
         self._pool = client.connection_pool
+        self._wait = (wait_replicas, wait_timeout_ms) if wait_replicas > 0 else None
         self._source = script
         self._sha = client.register_script(script).sha
         self._lock = threading.Lock()
@@ -127,7 +139,11 @@ class ScriptWriter:
         if self._connection is None:
             self._connection = self._pool.make_connection()
         connection = self._connection
-        commands = [(command, script, len(call.keys), *call.keys, *call.args) for call in calls]
+        commands: list[tuple[Arg, ...]] = [
+            (command, script, len(call.keys), *call.keys, *call.args) for call in calls
+        ]
+        if self._wait is not None:
+            commands.append(("WAIT", *self._wait))
         connection.send_packed_command(connection.pack_commands(commands))
         for call in calls:
             call.done = False
@@ -136,6 +152,21 @@ class ScriptWriter:
             except ResponseError as exc:  # this call's error; the other replies follow
                 call.reply, call.error = None, exc
             call.done = True
+        if self._wait is not None:
+            self._replicated(calls, int(connection.read_response()))
+
+    def _replicated(self, calls: list[_Call], acknowledged: int) -> None:
+        """Fail every call of the group that wrote, when too few replicas acknowledged."""
+        assert self._wait is not None
+        wanted, timeout_ms = self._wait
+        if acknowledged >= wanted:
+            return
+        for call in calls:
+            if call.error is None:
+                call.reply = None
+                call.error = ReplicaTimeout(
+                    f"{acknowledged} of {wanted} replicas acknowledged within {timeout_ms} ms"
+                )
 
     def _disconnect(self) -> None:
         if self._connection is not None:

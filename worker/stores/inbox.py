@@ -70,10 +70,16 @@ class StoredEvent:
 class Inbox:
     """Claims event ids and records accepted events with their units."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, wait_replicas: int = 0, wait_timeout_ms: int = 0
+    ) -> None:
+        """``wait_replicas`` > 0: ``accept`` returns only once that many replicas have the
+        write (``STORE_WAIT_REPLICAS``), else raises ``ReplicaTimeout``."""
         self._redis = client
         self._keys = keys
-        self._accept = ScriptWriter(client, _ACCEPT)
+        self._accept = ScriptWriter(
+            client, _ACCEPT, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+        )
 
     def accept(
         self,
@@ -90,6 +96,8 @@ class Inbox:
         """Atomically claim ``(source, event_id)`` and store the event and its units.
 
         Raises:
+            ReplicaTimeout: too few replicas acknowledged in time (a ``RedisError``); the
+                event may be stored on the primary, and a retry is deduplicated.
             redis.RedisError: the store is unreachable; nothing was recorded.
         """
         unit_ids = [spec.unit_id(event_id) for spec in units]

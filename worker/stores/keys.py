@@ -52,6 +52,11 @@ class Keys:
         return f"{self.prefix}:dlq:log"
 
     @property
+    def code_reveals(self) -> str:
+        """List: every reveal of a unit's full reward codes (who, when, why), for audit."""
+        return f"{self.prefix}:audit:code-reveals"
+
+    @property
     def unroutable(self) -> str:
         """Sorted set: units no routing rule matched."""
         return f"{self.prefix}:unroutable"

@@ -19,10 +19,30 @@ from typing import Any
 import redis
 
 from worker.stores.codec import text, text_map
+from worker.stores.crypto import CodeKeyError, CodeVault, SealedCodes
 from worker.stores.keys import Keys
 from worker.stores.models import AttemptOutcome, Unit, UnitState
 
-__all__ = ["Ledger", "Begin", "BeginDecision", "AttemptRecord"]
+__all__ = ["Ledger", "Begin", "BeginDecision", "AttemptRecord", "Rotation"]
+
+# Codes live in the unit hash as a sealed token (``codes``) beside their masked form.
+SEALED_FIELD = "codes"
+MASKED_FIELD = "codes_masked"
+
+# Replace a unit's sealed codes only if they are still what was read (a concurrent rotation
+# or a re-fulfilment wins; this one counts it as done elsewhere).
+_RESEAL = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# Record who revealed what before the codes are read: no audit entry, no reveal.
+_AUDIT_REVEAL = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return nil end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
 
 _BEGIN = """
 local unit, live = KEYS[1], KEYS[2]
@@ -137,14 +157,30 @@ class AttemptRecord:
         return json.dumps(self.__dict__, sort_keys=True)
 
 
-class Ledger:
-    """The per-unit record of what happened and what happens next."""
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate_codes`` did: units re-sealed, already under the first key, unreadable."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    resealed: int
+    current: int
+    unreadable: tuple[str, ...]
+
+
+class Ledger:
+    """The per-unit record of what happened and what happens next.
+
+    ``vault`` seals issued codes before they are written and opens them for an audited
+    reveal; a ledger without one can do everything else (masked codes need no key).
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, vault: CodeVault | None = None) -> None:
         self._redis = client
         self._keys = keys
+        self._vault = vault or CodeVault(())
         self._begin = client.register_script(_BEGIN)
         self._finish = client.register_script(_FINISH)
+        self._reseal = client.register_script(_RESEAL)
+        self._audit_reveal = client.register_script(_AUDIT_REVEAL)
 
     def begin(self, unit_id: str, *, now: float, lease_seconds: float) -> Begin:
         """Try to take the unit for one attempt (atomic; see module docstring)."""
@@ -245,10 +281,72 @@ class Ledger:
         raw = self._redis.lrange(self._keys.attempts(unit_id), 0, -1)
         return [json.loads(item) for item in raw]
 
+    def sealed_fields(self, codes: Iterable[str], links: Iterable[str]) -> dict[str, str]:
+        """The unit fields that record issued codes and links: sealed, plus the masks.
+
+        Raises:
+            CodeKeyError: no ``CODE_KEYS`` to seal with.
+        """
+        sealed = SealedCodes(tuple(codes), tuple(links))
+        return {SEALED_FIELD: self._vault.seal(sealed), MASKED_FIELD: json.dumps(sealed.masked)}
+
     def codes(self, unit_id: str) -> list[str]:
-        """The issued reward codes. Callers must mask them before showing anything."""
-        raw = self.field(unit_id, "codes")
+        """The issued reward codes, masked (``****WXYZ``): what any view may show."""
+        raw = self.field(unit_id, MASKED_FIELD)
         return list(json.loads(raw)) if raw else []
+
+    def reveal(self, unit_id: str, *, actor: str, reason: str, now: float) -> SealedCodes | None:
+        """The unit's full codes and links, after recording who asked, when and why.
+
+        None when the unit has no codes. The audit entry is written first and atomically
+        with the read, so no reveal goes unrecorded (one that then fails to open is still
+        recorded: it was asked for).
+
+        Raises:
+            CodeKeyError: none of ``CODE_KEYS`` opens the stored token.
+        """
+        entry = json.dumps(
+            {"action": "reveal", "unit_id": unit_id, "actor": actor, "reason": reason, "at": now}
+        )
+        token = self._audit_reveal(
+            keys=[self._keys.unit(unit_id), self._keys.code_reveals], args=[SEALED_FIELD, entry]
+        )
+        if token is None:
+            return None
+        return self._vault.open(text(token))
+
+    def reveal_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest reveals, oldest first."""
+        return [json.loads(x) for x in self._redis.lrange(self._keys.code_reveals, -limit, -1)]
+
+    def rotate_codes(self, batch: int = 500) -> Rotation:
+        """Re-seal every unit's codes under the first key of ``CODE_KEYS``.
+
+        Safe to run while workers write (each unit is compare-and-set) and to run again
+        (a unit already under the first key is left as it is). Units no key opens are
+        listed, not touched.
+        """
+        resealed = current = 0
+        unreadable: list[str] = []
+        marker = self._keys.unit("")
+        for key in self._redis.scan_iter(match=self._keys.unit("*"), count=batch):
+            name = text(key)
+            if name.endswith(":attempts"):
+                continue
+            token = self._redis.hget(name, SEALED_FIELD)
+            if token is None:
+                continue
+            old = text(token)
+            try:
+                new = self._vault.reseal(old)
+            except CodeKeyError:
+                unreadable.append(name[len(marker) :])
+                continue
+            if new == old:
+                current += 1
+            elif self._reseal(keys=[name], args=[SEALED_FIELD, old, new]):
+                resealed += 1
+        return Rotation(resealed, current, tuple(sorted(unreadable)))
 
     def due(self, now: float | None = None, limit: int = 100) -> list[str]:
         now = time.time() if now is None else now
