@@ -12,6 +12,7 @@ The answer is ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ bp = Blueprint("reveal", __name__)
 log = logging.getLogger(__name__)
 MAX_ACTOR_CHARS, MAX_REASON_CHARS = 100, 500
 RETRY_AFTER_SECONDS = 1
+_UNIT_SUFFIX = re.compile(r":[0-9]+:[0-9]+")  # a unit id is ``{event id}:{line}:{index}``
 
 
 class RevealSchema(Schema):
@@ -47,13 +49,16 @@ class RevealSchema(Schema):
 _REVEAL = RevealSchema()
 
 
-@bp.post("/fulfillments/<path:event_id>/units/<unit_id:unit_id>/reveal")
+# Any unit path is this route's (a non-unit id is its 404, not the GET route's 405).
+@bp.post("/fulfillments/<path:event_id>/units/<path:unit_id>/reveal")
 @require_admin
 def reveal_codes(event_id: str, unit_id: str) -> ResponseReturnValue:
     ctx: Any = current_app.extensions["rewardrelay"]
     asked = read_admin_body(_REVEAL, empty=None)
     actor, reason = asked["actor"].strip(), asked["reason"].strip()
-    if not unit_id.startswith(event_id + ":"):
+    if not (
+        unit_id.startswith(event_id + ":") and _UNIT_SUFFIX.fullmatch(unit_id[len(event_id) :])
+    ):
         raise ProblemError(404, "unit-not-found", f"Event {event_id!r} has no unit {unit_id!r}.")
     if not ctx.settings.code_keys:
         raise ProblemError(

@@ -72,6 +72,9 @@ def test_reveal_of_an_unknown_or_codeless_unit_is_404(client, app, settings, ful
     no_codes = client.post(f"/fulfillments/evt_rv2/units/{pending}/reveal", headers=admin, json=WHY)
 
     assert (other_event.status_code, other_event.json["type"]) == (404, PROBLEM + "unit-not-found")
+    not_a_unit = client.post("/fulfillments/evt_rv/units/evt_rv:x/reveal", headers=admin, json=WHY)
+    not_a_unit_body: Any = not_a_unit.json
+    assert (not_a_unit.status_code, not_a_unit_body["type"]) == (404, PROBLEM + "unit-not-found")
     assert (no_codes.status_code, no_codes.json["type"]) == (404, PROBLEM + "codes-not-found")
 
 
