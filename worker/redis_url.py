@@ -59,11 +59,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     username = password = None
     if "@" in netloc:
         credentials, _, netloc = netloc.rpartition("@")
-        user, has_password, secret = credentials.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else unquote(user) or None
-        if not has_password:
-            username = None
+        username, password = _credentials(credentials)
     sentinels = tuple(_host_port(part) for part in netloc.split(",") if part)
     if not sentinels:
         raise ValueError("must name at least one sentinel host:port")
@@ -88,6 +84,14 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         password=password,
         sentinel_password=sentinel_password,
     )
+
+
+def _credentials(text: str) -> tuple[str | None, str | None]:
+    """(user, password) from ``USER:PASSWORD``, ``:PASSWORD`` or ``PASSWORD``."""
+    user, has_password, secret = text.partition(":")
+    if not has_password:
+        return None, unquote(user) or None
+    return unquote(user) or None, unquote(secret) or None
 
 
 def _host_port(part: str) -> tuple[str, int]:
