@@ -56,7 +56,7 @@ from rewardrelay.embedded import EmbeddedRedis, die_with_parent, free_port, port
 from sandboxes import SandboxControl
 from tasks.providers.adapters import provider_key
 from tasks.providers.ifeelgoods import IfeelgoodsClient
-from tests.conftest import TEST_ADMIN_TOKEN, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
+from tests.conftest import TEST_ADMIN_TOKEN, TEST_CODE_KEY, TEST_CONIQ_SECRET, TEST_EVENT_SECRET
 from tests.ifeelgoods_staging import create_pending_redemption
 from tests.integration.conftest import (
     AMQP_URL,
@@ -241,6 +241,7 @@ class ChaosStack:
             "CONIQ_WEBHOOK_SECRETS": TEST_CONIQ_SECRET,
             "EVENT_SECRETS": TEST_EVENT_SECRET,
             "ADMIN_TOKEN": TEST_ADMIN_TOKEN,
+            "CODE_KEYS": TEST_CODE_KEY,
             "IFEELGOODS_BASE_URL": f"http://127.0.0.1:{self.ifg_port}/fulfillment/v2",
             "IFEELGOODS_API_KEY": IFG_KEY,
             "IFEELGOODS_API_SECRET": IFG_SECRET,
