@@ -3,8 +3,9 @@
 Rotation in three steps: put a new key first in ``CODE_KEYS`` (keep the old ones after it)
 and restart the processes, so new codes are sealed with it and old ones still open; run
 this command, which re-seals what is stored; then drop the old key. Safe to run again and
-while workers run. Exit 0 when every stored code is under the first key; 1 when some
-could be opened by no key (they are listed, by unit id, and left as they are).
+while workers run; codes an older release stored in clear are sealed too. Exit 0 when
+every stored code is under the first key; 1 when some could be opened by no key (they
+are listed, by unit id, and left as they are).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def cmd_rotate_keys(_args: argparse.Namespace) -> int:
         client.close()
     print(
         f"re-sealed {done.resealed}, already current {done.current}, "
-        f"unreadable {len(done.unreadable)}"
+        f"sealed from clear {done.sealed_plain}, unreadable {len(done.unreadable)}"
     )
     if done.unreadable:
         shown = ", ".join(done.unreadable[:SHOWN_UNREADABLE])

@@ -137,6 +137,28 @@ def test_rotation_with_a_wrong_key_set_lists_units_and_changes_nothing(redis_cli
     assert redis_client.hget(keys.unit(unit_id), "codes") == before
 
 
+def test_rotation_seals_codes_an_older_release_stored_in_clear(redis_client, keys):
+    # given a unit fulfilled by a release that stored codes and links in clear
+    ledger = Ledger(redis_client, keys, CodeVault([NEW]))
+    unit_id = fulfil(redis_client, keys, ledger, "evt_legacy")
+    redis_client.hdel(keys.unit(unit_id), "codes_masked")
+    redis_client.hset(
+        keys.unit(unit_id), mapping={"codes": json.dumps([CODE, PIN]), "links": json.dumps([LINK])}
+    )
+
+    # when keys are rotated
+    done = ledger.rotate_codes()
+
+    # then the unit's codes are sealed, masked, and no clear value is left in its hash
+    assert (done.sealed_plain, done.resealed, done.unreadable) == (1, 0, ())
+    stored = redis_client.hgetall(keys.unit(unit_id))
+    assert not [v for v in stored.values() if any(x.encode() in v for x in (CODE, PIN, LINK))]
+    assert b"links" not in stored
+    assert ledger.codes(unit_id) == ["****8899", "****7731"]
+    opened = ledger.reveal(unit_id, actor="t", reason="r", now=NOW)
+    assert opened == SealedCodes((CODE, PIN), (LINK,))
+
+
 def test_rotate_keys_command(redis_client, keys, settings, monkeypatch, tmp_path, capsys):
     unit_id = fulfil(redis_client, keys, Ledger(redis_client, keys, CodeVault([OLD])), "evt_cmd")
     monkeypatch.setenv("RR_DATA_DIR", str(tmp_path))
@@ -151,7 +173,9 @@ def test_rotate_keys_command(redis_client, keys, settings, monkeypatch, tmp_path
     invalid = main(["rotate-keys"])
 
     out, err = capsys.readouterr()
-    assert rotated == 0 and "re-sealed 1, already current 0, unreadable 0" in out
+    assert (
+        rotated == 0 and "re-sealed 1, already current 0, sealed from clear 0, unreadable 0" in out
+    )
     assert refused == 1 and f"no key in CODE_KEYS opens: {unit_id}" in out
     assert invalid == 2 and "rewardrelay: invalid setting CODE_KEYS: key #1" in err
     assert CodeVault([NEW]).open(redis_client.hget(keys.unit(unit_id), "codes").decode())

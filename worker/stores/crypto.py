@@ -17,13 +17,18 @@ from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-__all__ = ["CodeKeyError", "CodeVault", "SealedCodes", "mask_code", "new_code_key"]
+__all__ = ["CodeKeyError", "CodeVault", "SealedCodes", "is_sealed", "mask_code", "new_code_key"]
 
 SEALED_PREFIX = "fernet:"  # marks a sealed value, so a plain one is never mistaken for it
 
 
 class CodeKeyError(Exception):
     """No key of ``CODE_KEYS`` opens a stored token (or there are no keys to seal with)."""
+
+
+def is_sealed(value: str) -> bool:
+    """A sealed token, as opposed to codes a release before sealing stored in clear."""
+    return value.startswith(SEALED_PREFIX)
 
 
 def new_code_key() -> str:

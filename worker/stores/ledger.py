@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from worker.stores.codec import text, text_map
-from worker.stores.crypto import CodeKeyError, CodeVault, SealedCodes
+from worker.stores.crypto import CodeKeyError, CodeVault, SealedCodes, is_sealed
 from worker.stores.keys import Keys
 from worker.stores.models import AttemptOutcome, Unit, UnitState
 
@@ -34,6 +34,15 @@ MASKED_FIELD = "codes_masked"
 _RESEAL = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# Codes stored in clear by a release before sealing (a JSON list in ``codes``, links in
+# ``links``): sealed in place, compare-and-set like a re-seal.
+_SEAL_PLAIN = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[4], ARGV[5])
+redis.call('HDEL', KEYS[1], 'links')
 return 1
 """
 
@@ -159,11 +168,13 @@ class AttemptRecord:
 
 @dataclass(frozen=True)
 class Rotation:
-    """What ``rotate_codes`` did: units re-sealed, already under the first key, unreadable."""
+    """What ``rotate_codes`` did: units re-sealed, already under the first key, unreadable,
+    and units whose codes were still in clear (from before sealing) and are now sealed."""
 
     resealed: int
     current: int
     unreadable: tuple[str, ...]
+    sealed_plain: int = 0
 
 
 class Ledger:
@@ -181,6 +192,7 @@ class Ledger:
         self._finish = client.register_script(_FINISH)
         self._reseal = client.register_script(_RESEAL)
         self._audit_reveal = client.register_script(_AUDIT_REVEAL)
+        self._seal_plain = client.register_script(_SEAL_PLAIN)
 
     def begin(self, unit_id: str, *, now: float, lease_seconds: float) -> Begin:
         """Try to take the unit for one attempt (atomic; see module docstring)."""
@@ -324,9 +336,9 @@ class Ledger:
 
         Safe to run while workers write (each unit is compare-and-set) and to run again
         (a unit already under the first key is left as it is). Units no key opens are
-        listed, not touched.
+        listed, not touched. Codes a release before sealing stored in clear are sealed.
         """
-        resealed = current = 0
+        resealed = current = sealed_plain = 0
         unreadable: list[str] = []
         marker = self._keys.unit("")
         for key in self._redis.scan_iter(match=self._keys.unit("*"), count=batch):
@@ -337,6 +349,9 @@ class Ledger:
             if token is None:
                 continue
             old = text(token)
+            if not is_sealed(old):
+                sealed_plain += self._seal_in_place(name, old)
+                continue
             try:
                 new = self._vault.reseal(old)
             except CodeKeyError:
@@ -346,7 +361,17 @@ class Ledger:
                 current += 1
             elif self._reseal(keys=[name], args=[SEALED_FIELD, old, new]):
                 resealed += 1
-        return Rotation(resealed, current, tuple(sorted(unreadable)))
+        return Rotation(resealed, current, tuple(sorted(unreadable)), sealed_plain)
+
+    def _seal_in_place(self, name: str, plain: str) -> int:
+        """Seal one unit's clear codes (and its ``links`` field); 1 if this call did."""
+        links = self._redis.hget(name, "links")
+        fields = self.sealed_fields(json.loads(plain), json.loads(text(links)) if links else [])
+        sealed = self._seal_plain(
+            keys=[name],
+            args=[SEALED_FIELD, plain, fields[SEALED_FIELD], MASKED_FIELD, fields[MASKED_FIELD]],
+        )
+        return int(sealed)
 
     def due(self, now: float | None = None, limit: int = 100) -> list[str]:
         now = time.time() if now is None else now
