@@ -118,7 +118,8 @@ def _store(ctx: EdgeContext, source: str, event: Event, document: Any) -> tuple[
         raise ProblemError(
             503,
             "store-unavailable",
-            "The event store is unavailable; nothing was recorded. Retry later.",
+            "The event store is unavailable or did not confirm the write. Retry later with the "
+            "same webhook-id: an event that was stored is then answered as a duplicate.",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from None
     g.inbox_outcome = outcome

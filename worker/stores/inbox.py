@@ -98,7 +98,9 @@ class Inbox:
         Raises:
             ReplicaTimeout: too few replicas acknowledged in time (a ``RedisError``); the
                 event may be stored on the primary, and a retry is deduplicated.
-            redis.RedisError: the store is unreachable; nothing was recorded.
+            redis.RedisError: the store is unreachable, or (``ReplicaTimeout``) the write was
+                not confirmed by enough replicas; the event may or may not be stored, and
+                a retry of the same id is safe either way.
         """
         unit_ids = [spec.unit_id(event_id) for spec in units]
         keys = [self._keys.event(event_id), self._keys.outbox, self._keys.live]
