@@ -40,12 +40,24 @@ TASK_MODULES = [
 # Redis redelivers an unacked message after this long; every countdown we use is far
 # below it (we use none for retries) and every task finishes well within it.
 BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
+# kombu's Redis transport with one publishing client per channel (worker/redis_transport.py).
+REDIS_TRANSPORT = "worker.redis_transport:Transport"
+# Broker connections beyond one per pool thread: the consumer's BRPOP, events, beat.
+BROKER_SPARE_CONNECTIONS = 8
 
 
 def make_celery(settings: Settings) -> Celery:
     """Build the Celery app from one Settings; no broker connection is made here."""
     app = Celery("rewardrelay", broker=settings.celery_broker_url, include=TASK_MODULES)
-    transport_options: dict[str, Any] = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS}
+    transport_options: dict[str, Any] = {
+        "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS,
+        # Every pool thread acknowledges and sends task events through the channel's
+        # pool: kombu's default of 10 connections raises "Too many connections" above it.
+        "max_connections": settings.worker_concurrency + BROKER_SPARE_CONNECTIONS,
+    }
+    transport: str | None = None
+    if settings.celery_broker_url.startswith("redis://"):
+        transport = REDIS_TRANSPORT
     if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: without them RabbitMQ may drop messages under resource alarms.
         transport_options = {"confirm_publish": True}
@@ -63,6 +75,7 @@ def make_celery(settings: Settings) -> Celery:
         # One queue per deployment sharing a broker (tests run several stacks at once).
         task_default_queue=settings.task_queue,
         broker_connection_retry_on_startup=True,
+        broker_transport=transport,
         broker_transport_options=transport_options,
         broker_pool_limit=10,
         task_publish_retry=True,
@@ -75,6 +88,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
+        # Fulfilment waits on providers (I/O), so the worker runs it on threads: many
+        # calls in flight per process. Time limits below apply to prefork only; under
+        # threads each attempt is bounded by its deadline (tasks.http.deadline).
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
         # Floats: int() made both limits 3 s for a 4 s lease, leaving no soft-limit window.
         task_time_limit=settings.task_lease_seconds * 0.9,
         task_soft_time_limit=settings.task_lease_seconds * 0.8,
