@@ -89,6 +89,7 @@ class Run:
     non_2xx: int = 0
     accept_rate: float = 0.0  # events answered 2xx per second of sending
     cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per event, by process
+    stages_ms: dict[str, float] = field(default_factory=dict)  # p50 per stage (ours)
 
     @property
     def rate(self) -> float:
@@ -108,6 +109,7 @@ class Run:
             "p50_ms": round(percentile(self.latencies_ms, 0.50), 1),
             "p99_ms": round(percentile(self.latencies_ms, 0.99), 1),
             "cpu_ms_per_event": {k: round(v, 2) for k, v in self.cpu_ms.items()},
+            "stages_p50_ms": {k: round(v, 1) for k, v in self.stages_ms.items()},
         }
 
 
@@ -142,8 +144,14 @@ class Pipeline:
         ok = sum(n for s, n in sent.statuses.items() if 200 <= s < 300)
         non_2xx = count - ok
         accept = ok / (sent.finished - sent.started) if sent.finished > sent.started else 0.0
-        return Run(self.name, phase, count, last - first, len(done), latencies, failed, non_2xx,
-                   accept, cpu)  # fmt: skip
+        run = Run(self.name, phase, count, last - first, len(done), latencies, failed, non_2xx,
+                  accept, cpu)  # fmt: skip
+        run.stages_ms = self.stages(ids, sent.sent_at)
+        return run
+
+    def stages(self, event_ids: Sequence[str], sent_at: dict[str, float]) -> dict[str, float]:
+        """p50 ms of each stage a unit passes (where the pipeline records it), or {}."""
+        return {}
 
     def pids(self) -> dict[str, int]:
         return {child.name: child.pid for child in self.children}
@@ -174,6 +182,24 @@ class Ours(Pipeline):
         self.children.append(
             start_celery("ours-worker", "worker.app", env, log_dir, concurrency=concurrency)
         )
+
+    def stages(self, event_ids: Sequence[str], sent_at: dict[str, float]) -> dict[str, float]:
+        """Where a unit spends its time, from the ledger's own timestamps: sent → stored
+        (edge: verify, inbox script), stored → first attempt (relay, broker, worker
+        pick-up), first attempt → fulfilled (ledger, provider call, ledger)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in event_ids:
+            pipe.hmget(f"{self.prefix}:unit:{eid}:0:0", "created_at", "first_attempt_at",
+                       "fulfilled_at")  # fmt: skip
+        spans: dict[str, list[float]] = {"edge": [], "to_worker": [], "attempt": []}
+        for eid, row in zip(event_ids, pipe.execute(), strict=True):
+            if None in row:
+                continue
+            stored, begun, fulfilled = (float(v) for v in row)
+            spans["edge"].append((stored - sent_at[eid]) * 1000)
+            spans["to_worker"].append((begun - stored) * 1000)
+            spans["attempt"].append((fulfilled - begun) * 1000)
+        return {name: percentile(values, 0.5) for name, values in spans.items() if values}
 
     def completions(self, event_ids: Sequence[str], timeout: float) -> tuple[dict[str, float], int]:
         # Every bench event has one unit: line 0, index 0.
@@ -349,6 +375,7 @@ def _report_latency(
 ) -> int:  # fmt: skip
     print()
     _print_table(runs)
+    _print_stages(runs)
     summary: dict[str, dict[str, dict[str, float]]] = {}
     print("\nprovider latency     pipeline   units/s    p50 ms    p99 ms  cpu ms/unit")
     for spec in args.provider_latency:
@@ -412,6 +439,16 @@ def _print_table(runs: Sequence[Run]) -> None:
             f"{r['failed']:>6} {r['non_2xx']:>6} {r['seconds']:>8} {r['per_s']:>9} "
             f"{r['accepted_per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8}"
         )
+
+
+def _print_stages(runs: Sequence[Run]) -> None:
+    """Ours: p50 of each stage, so a wait shows where it is."""
+    print("\nours, p50 ms per stage (sent→stored: edge; stored→attempt: relay, broker, "
+          "pick-up; attempt→fulfilled: ledger + provider):")  # fmt: skip
+    for run in runs:
+        if run.stages_ms:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in run.stages_ms.items())
+            print(f"  {run.phase:16} {parts}")
 
 
 def _print_cpu(runs: Sequence[Run]) -> None:
@@ -556,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     _print_table(runs)
+    _print_stages(runs)
     _print_cpu(runs)
     ours_rate, naive_rate = burst_rate["ours"], burst_rate["naive"]
     mean_ratio = ours_rate / naive_rate if naive_rate else float("nan")
