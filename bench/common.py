@@ -164,6 +164,8 @@ def start_celery(
     ]  # fmt: skip
     if concurrency is not None:
         argv += ["-c", str(concurrency), "-P", "prefork"]
+        # Celery replaces -P prefork by a configured pool (ours: WORKER_POOL).
+        env = {**env, "WORKER_POOL": "prefork"}
     if queues:
         argv += ["-Q", queues]
     child = spawn(name, argv, env, log_dir)

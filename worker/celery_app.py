@@ -89,9 +89,10 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         task_track_started=True,
         # Fulfilment waits on providers (I/O), so the worker runs it on threads: many
-        # calls in flight per process. Time limits below apply to prefork only; under
-        # threads each attempt is bounded by its deadline (tasks.http.deadline).
-        worker_pool="threads",
+        # calls in flight per process. The pool is a setting, not a -P flag: Celery
+        # replaces "-P prefork" (its default) by this value. Time limits below apply to
+        # prefork only; every attempt is bounded by its deadline (tasks.http.deadline).
+        worker_pool=settings.worker_pool,
         worker_concurrency=settings.worker_concurrency,
         # Floats: int() made both limits 3 s for a 4 s lease, leaving no soft-limit window.
         task_time_limit=settings.task_lease_seconds * 0.9,

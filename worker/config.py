@@ -72,7 +72,9 @@ class Settings:
     unit_stale_seconds: float = 45.0
     sweep_interval_seconds: float = 5.0
     task_lease_seconds: float = 60.0
-    # Fulfilment calls in flight per worker process (threads of Celery's thread pool).
+    # Celery's pool for the worker (threads: many provider calls in flight per process)
+    # and its size: threads, or processes under prefork.
+    worker_pool: str = "threads"
     worker_concurrency: int = 64
     delivery_poll_seconds: float = 2.0
     # Reward sources (issue 6): pollers emit signed reward.granted events to the receiver.
@@ -155,6 +157,7 @@ class Settings:
             unit_stale_seconds=_float(env, "UNIT_STALE_SECONDS", 45.0, low=0.5),
             sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, low=0.1),
             task_lease_seconds=_float(env, "TASK_LEASE_SECONDS", 60.0, low=1.0),
+            worker_pool=_choice(env, "WORKER_POOL", "threads", ("threads", "prefork")),
             worker_concurrency=_int_range(env, "WORKER_CONCURRENCY", 64, low=1, high=512),
             delivery_poll_seconds=_float(env, "DELIVERY_POLL_SECONDS", 2.0, low=0.05),
             **_source_settings(env, defaults),

@@ -41,6 +41,7 @@ FULL_ENV = {
     "SWEEP_INTERVAL_SECONDS": "2",
     "TASK_LEASE_SECONDS": "90",
     "WORKER_CONCURRENCY": "32",
+    "WORKER_POOL": "prefork",
     "DELIVERY_POLL_SECONDS": "1.5",
 }
 
@@ -96,6 +97,7 @@ MALFORMED = [
     ("WORKER_CONCURRENCY", "0"),
     ("WORKER_CONCURRENCY", "513"),
     ("WORKER_CONCURRENCY", "many"),
+    ("WORKER_POOL", "gevent"),
     ("DELIVERY_POLL_SECONDS", "0"),
     ("DELIVERY_POLL_SECONDS", "soon\nish"),
 ]
@@ -189,6 +191,7 @@ def test_empty_environment_gives_documented_defaults():
     assert settings.sentry_environment == "production"
     assert settings.celery_broker_url == ""
     assert settings.worker_concurrency == 64
+    assert settings.worker_pool == "threads"
 
 
 def test_full_environment_is_parsed_into_typed_values():
@@ -210,6 +213,7 @@ def test_full_environment_is_parsed_into_typed_values():
     assert settings.retry_max_attempts == 12
     assert settings.task_lease_seconds == 90.0
     assert settings.worker_concurrency == 32
+    assert settings.worker_pool == "prefork"
 
 
 def test_broker_url_defaults_to_redis_url():
