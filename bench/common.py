@@ -154,14 +154,19 @@ def start_celery(
     env: dict[str, str],
     log_dir: Path,
     *,
-    concurrency: int = 2,
+    concurrency: int | None = 2,
     queues: str | None = None,
 ) -> Child:
+    """A Celery worker; ``concurrency`` None keeps the app's own pool and concurrency
+    (ours: the thread pool, ``WORKER_CONCURRENCY``), a number runs ``-c N -P prefork``."""
     argv = [
-        sys.executable, "-m", "celery", "-A", app, "worker", "-c", str(concurrency),
-        "-P", "prefork", "-l", "info", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-        "--without-gossip", "--without-mingle",
+        sys.executable, "-m", "celery", "-A", app, "worker", "-l", "info",
+        "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
+    if concurrency is not None:
+        argv += ["-c", str(concurrency), "-P", "prefork"]
+        # Celery replaces -P prefork by a configured pool (ours: WORKER_POOL).
+        env = {**env, "WORKER_POOL": "prefork"}
     if queues:
         argv += ["-Q", queues]
     child = spawn(name, argv, env, log_dir)

@@ -294,8 +294,8 @@ class Stack:
             Child(
                 "worker",
                 [
-                    python, "-m", "celery", "-A", app, "worker", "-l", "info", "-c", "2",
-                    "-E", "--pool", "prefork", "-n", f"rewardrelay-{self.port}@%h",
+                    python, "-m", "celery", "-A", app, "worker", "-l", "info",
+                    "-E", "-n", f"rewardrelay-{self.port}@%h",
                 ],
             ),
             Child(

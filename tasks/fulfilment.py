@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.http.deadline import attempt_deadline
 from tasks.http.errors import (
     PermanentProviderError,
     ProviderError,
@@ -36,6 +37,9 @@ from worker.stores.ledger import AttemptRecord, BeginDecision
 from worker.stores.models import AttemptOutcome, Unit, UnitState
 
 __all__ = ["fulfil_unit", "Outcome"]
+
+# The part of the lease provider calls may use; the rest closes the attempt in the ledger.
+CALLS_SHARE_OF_LEASE = 0.8
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,15 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
     if recipient is None:
         return attempt.dead_letter("missing-recipient", route.provider, route.product, None)
     key = provider_key(unit_id)
-    with observability.unit_context(unit, provider=route.provider, task_id=task_id):
+    # Every provider call of this attempt ends within the lease (no time limit kills a
+    # pool thread): a later delivery of the unit never overlaps one of our calls.
+    deadline = max(
+        0.0, started + rt.settings.task_lease_seconds * CALLS_SHARE_OF_LEASE - time.time()
+    )
+    with (
+        observability.unit_context(unit, provider=route.provider, task_id=task_id),
+        attempt_deadline(deadline),
+    ):
         try:
             result = _call_provider(rt, route, key, recipient, begin.decision)
         except RateLimitedError as exc:

@@ -58,6 +58,11 @@ class WorkerRuntime:
             return self._adapters[provider]
 
 
+# Store connections beyond one per fulfilment thread (sweep, pollers, drains).
+REDIS_SPARE_CONNECTIONS = 4
+# Longest a thread waits for a free store connection before it counts as a Redis error.
+REDIS_POOL_WAIT_SECONDS = 10.0
+
 _runtime: WorkerRuntime | None = None
 _runtime_lock = threading.Lock()
 
@@ -73,8 +78,15 @@ def runtime(task: Task) -> WorkerRuntime:
 
 
 def build_runtime(settings: Settings, *, rules: Rules | None = None) -> WorkerRuntime:
+    # One connection per pool thread at most (plus the sweep's and the pollers'): a
+    # thread waits for a free one rather than opening more.
     client = redis_client(
-        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        settings.redis_url,
+        max_connections=settings.worker_concurrency + REDIS_SPARE_CONNECTIONS,
+        pool_wait_seconds=REDIS_POOL_WAIT_SECONDS,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
     )
     keys = Keys(settings.key_prefix)
     factories: dict[str, Callable[[], ProviderAdapter]] = {

@@ -41,6 +41,10 @@ TASK_MODULES = [
 # Redis redelivers an unacked message after this long; every countdown we use is far
 # below it (we use none for retries) and every task finishes well within it.
 BROKER_VISIBILITY_TIMEOUT_SECONDS = 3600
+# kombu's Redis transport with one publishing client per channel (worker/redis_transport.py).
+REDIS_TRANSPORT = "worker.redis_transport:Transport"
+# Broker connections beyond one per pool thread: the consumer's BRPOP, events, beat.
+BROKER_SPARE_CONNECTIONS = 8
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -50,8 +54,14 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("rewardrelay", broker=broker_url, include=TASK_MODULES)
     transport_options: dict[str, Any] = {
         "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS,
+        # Every pool thread acknowledges and sends task events through the channel's
+        # pool: kombu's default of 10 connections raises "Too many connections" above it.
+        "max_connections": settings.worker_concurrency + BROKER_SPARE_CONNECTIONS,
         **sentinel_options,
     }
+    transport: str | None = None
+    if settings.celery_broker_url.startswith("redis://"):
+        transport = REDIS_TRANSPORT
     if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: without them RabbitMQ may drop messages under resource alarms.
         transport_options = {"confirm_publish": True}
@@ -69,6 +79,7 @@ def make_celery(settings: Settings) -> Celery:
         # One queue per deployment sharing a broker (tests run several stacks at once).
         task_default_queue=settings.task_queue,
         broker_connection_retry_on_startup=True,
+        broker_transport=transport,
         broker_transport_options=transport_options,
         # Celery prefers the CELERY_BROKER_URL variable over broker_url; a Sentinel URL
         # there is ours, not kombu's, so name the converted one where Celery looks first.
@@ -85,6 +96,12 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
+        # Fulfilment waits on providers (I/O), so the worker runs it on threads: many
+        # calls in flight per process. The pool is a setting, not a -P flag: Celery
+        # replaces "-P prefork" (its default) by this value. Time limits below apply to
+        # prefork only; every attempt is bounded by its deadline (tasks.http.deadline).
+        worker_pool=settings.worker_pool,
+        worker_concurrency=settings.worker_concurrency,
         # Floats: int() made both limits 3 s for a 4 s lease, leaving no soft-limit window.
         task_time_limit=settings.task_lease_seconds * 0.9,
         task_soft_time_limit=settings.task_lease_seconds * 0.8,

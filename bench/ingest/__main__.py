@@ -1,6 +1,10 @@
-"""``python -m bench.ingest``: our edge vs a naive ``task.delay`` view, same gunicorn setup.
+"""``python -m bench.ingest``: our edge vs a naive ``task.delay`` view and a minimal receiver.
 
-Both apps run under ``gunicorn -w WORKERS -k gthread --threads THREADS --reuse-port`` on a
+The minimal receiver (``bench/ingest/minimal_app.py``) verifies the signature and makes one
+pipelined ``SET NX`` + ``XADD`` round trip: the floor a careful hand-written edge reaches.
+Two ratios are printed: ours/naive and ours/minimal.
+
+All apps run under ``gunicorn -w WORKERS -k gthread --threads THREADS --reuse-port`` on a
 free loopback port, against the local Redis (127.0.0.1:6379): ours in db 12 under a unique key
 prefix, the naive one publishing to a unique queue in db 13. Both stay up while
 rounds alternate between them, each round a closed-loop throughput run and a fixed-rate
@@ -93,13 +97,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def cleanup(host: str, port: int, prefix: str, queue: str) -> int:
+def cleanup(host: str, port: int, prefix: str, queue: str, minimal_prefix: str) -> int:
     deleted = 0
     ours = redis.Redis(host=host, port=port, db=OURS_DB)
     for key in ours.scan_iter(match=f"{prefix}:*", count=1000):
         deleted += int(ours.delete(key))
     naive = redis.Redis(host=host, port=port, db=NAIVE_DB)
-    for pattern in (queue, f"{queue}\x06*", f"_kombu.binding*.{queue}"):
+    for pattern in (queue, f"{queue}\x06*", f"_kombu.binding*.{queue}", f"{minimal_prefix}:*"):
         for key in naive.scan_iter(match=pattern, count=1000):
             deleted += int(naive.delete(key))
     return deleted
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_id = uuid.uuid4().hex[:8]
     prefix, queue = f"rrbench-{run_id}", f"bench-naive-{run_id}"
+    minimal_prefix = f"bench-minimal-{run_id}"
     redis_base = f"redis://{args.redis_host}:{args.redis_port}"
     targets = [
         Target(
@@ -163,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             "bench.ingest.naive_app:create_app()",
             NAIVE_DB,
             {"BENCH_BROKER_URL": f"{redis_base}/{NAIVE_DB}", "BENCH_QUEUE": queue},
+        ),
+        Target(
+            "minimal",
+            "bench.ingest.minimal_app:create_app()",
+            NAIVE_DB,
+            {
+                "BENCH_REDIS_URL": f"{redis_base}/{NAIVE_DB}",
+                "BENCH_PREFIX": minimal_prefix,
+                "BENCH_SECRET": SECRET,
+            },
         ),
     ]
     rows: list[dict[str, object]] = []
@@ -204,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for process, _ in servers.values():
             stop(process)
-        deleted = cleanup(args.redis_host, args.redis_port, prefix, queue)
+        deleted = cleanup(args.redis_host, args.redis_port, prefix, queue, minimal_prefix)
     print()
     print(
         f"{'round':>5} {'target':6} {'mode':>7} {'sent':>7} {'accepted/s':>11} {'p50 ms':>8} "
@@ -217,14 +232,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(r['non_202'].values())!s:>8} {r['errors']!s:>6} "  # type: ignore[attr-defined]
             f"{r['web_cpu_ms']!s:>10} {r['redis_cpu_ms']!s:>12}"
         )
-    ratios = []
+    ratios, minimal_ratios = [], []
     for round_no in range(1, args.rounds + 1):
-        by = {(r["target"], r["mode"]): r for r in rows if r["round"] == round_no}
-        ours_max, naive_max = by[("ours", "max")], by[("naive", "max")]
-        ratios.append(
-            float(ours_max["accepted_per_s"]) / float(naive_max["accepted_per_s"] or math.nan)  # type: ignore[arg-type]
-        )
+        by = {(r["target"], r["mode"]): float(r["accepted_per_s"])  # type: ignore[arg-type]
+              for r in rows if r["round"] == round_no and r["mode"] == "max"}  # fmt: skip
+        ratios.append(by[("ours", "max")] / (by[("naive", "max")] or math.nan))
+        minimal_ratios.append(by[("ours", "max")] / (by[("minimal", "max")] or math.nan))
     ratio = statistics.median(ratios)
+    minimal_ratio = statistics.median(minimal_ratios)
     rate_mode = f"{args.rate:g}/s"
     p99 = {
         name: statistics.median(
@@ -232,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
             if r["target"] == name and r["mode"] == rate_mode
         )
-        for name in ("ours", "naive")
+        for name in ("ours", "naive", "minimal")
     }
     print(
         f"\nthroughput ratio ours/naive per round: {', '.join(f'{x:.2f}' for x in ratios)}; "
         f"median {ratio:.2f}"
+    )
+    print(
+        "throughput ratio ours/minimal per round: "
+        f"{', '.join(f'{x:.2f}' for x in minimal_ratios)}; median {minimal_ratio:.2f} "
+        f"(target >= 0.90: {'PASS' if minimal_ratio >= 0.9 else 'FAIL'})"
     )
     # CPU per answered request in the closed-loop runs: what each edge costs the machine,
     # less sensitive to the neighbours' load than a rate.
@@ -249,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             for part in ("web", "redis")
         }
-        for name in ("ours", "naive")
+        for name in ("ours", "naive", "minimal")
     }
     print(
-        f"median p99 at {rate_mode}: ours {p99['ours']:.1f} ms, naive {p99['naive']:.1f} ms"
+        f"median p99 at {rate_mode}: ours {p99['ours']:.1f} ms, naive {p99['naive']:.1f} ms, "
+        f"minimal {p99['minimal']:.1f} ms"
         f"   (cleaned up {deleted} Redis keys)"
     )
     print(
@@ -270,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": rows,
                 "ratios": ratios,
                 "ratio": ratio,
+                "minimal_ratios": minimal_ratios,
+                "ratio_ours_minimal": minimal_ratio,
+                "load_average": os.getloadavg(),
                 "p99": p99,
                 "cpu_per_request_ms": cpu_per_request,
             },

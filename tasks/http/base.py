@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tasks.http.deadline import capped_timeout, seconds_left
 from tasks.http.errors import (
     ConflictError,
     NotFoundError,
@@ -45,6 +46,10 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)  # seconds; read/write/pool 10, connect 3
+# A call is not started with less than this left before the attempt's deadline.
+MIN_CALL_SECONDS = 0.05
+# Connections per client (httpx's default keeps only 20 alive): see ``pool_size``.
+DEFAULT_POOL_SIZE = 100
 CONNECT_RETRIES = 1  # httpx retries only connection failures; Celery owns every other retry
 MAX_RETRY_AFTER_SECONDS = 3600.0  # ignore absurd Retry-After values instead of sleeping a day
 USER_AGENT = "rewardrelay/0.1 (+https://github.com/rewardrelay)"
@@ -137,8 +142,8 @@ class ProviderClient:
 
     Pass ``http`` to share a client per worker process or to inject a transport in tests;
     otherwise one is created with ``HTTPTransport(retries=1)`` (connect errors only) and
-    closed by :meth:`close`. ``base_url`` includes the API version prefix
-    (``https://api.ifeelgoods.com/fulfillment/v2``).
+    ``pool_size`` keep-alive connections, and closed by :meth:`close`. ``base_url``
+    includes the API version prefix (``https://api.ifeelgoods.com/fulfillment/v2``).
     """
 
     provider: ClassVar[str] = "provider"
@@ -151,12 +156,18 @@ class ProviderClient:
         *,
         http: httpx.Client | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self._owns_http = http is None
         self._http = http or httpx.Client(
-            transport=httpx.HTTPTransport(retries=CONNECT_RETRIES),
+            # Keep-alive connections for every call a worker process has in flight
+            # (WORKER_CONCURRENCY threads): none waits for a connection or reconnects.
+            transport=httpx.HTTPTransport(
+                retries=CONNECT_RETRIES,
+                limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            ),
             timeout=self._timeout,
             follow_redirects=False,
         )
@@ -197,6 +208,13 @@ class ProviderClient:
             ProviderError: any other non-2xx response, per :func:`error_from_response`.
         """
         write = (method.upper() in WRITE_METHODS) if idempotent is None else not idempotent
+        timeout = self._timeout
+        left = seconds_left()
+        if left is not None:
+            if left <= MIN_CALL_SECONDS:
+                # Nothing is sent: the attempt's lease is (nearly) spent, the next one retries.
+                raise TransientProviderError(self.provider, "attempt_deadline")
+            timeout = capped_timeout(timeout, left)
         request_headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         request_headers.update(headers or {})
         try:
@@ -208,7 +226,7 @@ class ProviderClient:
                 data=data,
                 headers=request_headers,
                 auth=auth,
-                timeout=self._timeout,
+                timeout=timeout,
             )
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Nothing reached the provider: safe to retry whatever the method.

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tasks.http.base import DEFAULT_TIMEOUT, ProviderClient
+from tasks.http.base import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, ProviderClient
 from tasks.http.errors import ProviderAuthError
 from tasks.http.redaction import Secret
 
@@ -53,12 +53,13 @@ class ClientCredentialsClient(ProviderClient):
         *,
         http: httpx.Client | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
         refresh_margin: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError(f"{self.display_name} client_id and client_secret are required")
-        super().__init__(base_url, http=http, timeout=timeout)
+        super().__init__(base_url, http=http, timeout=timeout, pool_size=pool_size)
         self._client_id = client_id
         self._client_secret = Secret(client_secret)
         self._refresh_margin = (

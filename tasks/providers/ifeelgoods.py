@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from tasks.http.base import DEFAULT_TIMEOUT, ProviderClient
+from tasks.http.base import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, ProviderClient
 from tasks.http.errors import NotFoundError, PermanentProviderError
 from tasks.http.redaction import RewardCode, Secret
 from tasks.providers.if_match import DEFAULT_MAX_ATTEMPTS, WRITE, Done, Write, update_with_if_match
@@ -140,10 +140,11 @@ class IfeelgoodsClient(ProviderClient):
         *,
         http: httpx.Client | None = None,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
         if not api_key or not api_secret:
             raise ValueError("Ifeelgoods api_key and api_secret are required")
-        super().__init__(base_url, http=http, timeout=timeout)
+        super().__init__(base_url, http=http, timeout=timeout, pool_size=pool_size)
         self._api_key = api_key
         self._api_secret = Secret(api_secret)
 
@@ -155,6 +156,7 @@ class IfeelgoodsClient(ProviderClient):
             settings.ifeelgoods_api_key,
             settings.ifeelgoods_api_secret,
             timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+            pool_size=settings.worker_concurrency,
         )
 
     def __repr__(self) -> str:

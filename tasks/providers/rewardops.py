@@ -200,6 +200,7 @@ class RewardOpsClient(ClientCredentialsClient):
             settings.rewardops_client_id,
             settings.rewardops_client_secret,
             timeout=settings.provider_timeout_seconds if timeout is None else timeout,
+            pool_size=settings.worker_concurrency,
         )
 
     def _describe_error(self, response: httpx.Response) -> tuple[str | None, str | None]:

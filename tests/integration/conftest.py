@@ -245,7 +245,8 @@ class Stack:
                 "--without-mingle",
                 "-E",
             ],
-            env=self.env,
+            # These tests exercise the prefork pool; the chaos run covers the threads default.
+            env={**self.env, "WORKER_POOL": "prefork"},
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

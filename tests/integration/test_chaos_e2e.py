@@ -7,6 +7,9 @@ provider sandboxes. A sender delivers N signed events the way a webhook producer
 retries on connection errors and 5xx until it gets a 2xx); 20 % of the events are
 delivered more than once, some of them concurrently. Meanwhile:
 
+* every provider call answers after ``RR_CHAOS_PROVIDER_LATENCY_MS`` (300 ms), and the
+  workers run the product's pool (threads, ``WORKER_CONCURRENCY``), so many calls are in
+  flight when a worker dies;
 * both sandboxes inject faults at random (seeded): 5xx, 429 with Retry-After,
   commit-then-timeout (the order exists, the answer never comes) and 412 If-Match races
   (Ifeelgoods: on the redeem of orders left half done by "an earlier release", pending
@@ -100,6 +103,11 @@ SETTLE_SECONDS = 60 + EVENTS * 0.1
 # pytest-timeout for the whole test: sending, settling, start-up and shutdown.
 TIMEOUT_SECONDS = int(60 + EVENTS * 1.3 / SEND_RATE_PER_SECOND + SETTLE_SECONDS + 60)
 
+# Every provider call that draws no other fault answers this late (RR_CHAOS_PROVIDER_LATENCY_MS):
+# real providers take hundreds of milliseconds, so many calls are in flight on the workers'
+# thread pools while they are killed.
+PROVIDER_LATENCY_MS = int(os.environ.get("RR_CHAOS_PROVIDER_LATENCY_MS", "300"))
+
 # Share of Ifeelgoods gift events whose order ids already hold a pending redemption when
 # they arrive (an earlier release created orders, then redeemed them in a second call, and
 # stopped in between): fulfilling them redeems with If-Match, where the 412 races land.
@@ -153,6 +161,7 @@ IFEELGOODS_FAULTS: list[dict[str, Any]] = [
     },
     {"path": "/fulfillment/v2/*", "kind": "status", "status": 503, "rate": 0.05},
     {"path": "/fulfillment/v2/*", "kind": "rate_limit", "retry_after": 1, "rate": 0.04},
+    {"path": "/fulfillment/v2/*", "kind": "latency", "ms": PROVIDER_LATENCY_MS},
 ]
 REWARDOPS_FAULTS: list[dict[str, Any]] = [
     {
@@ -164,6 +173,7 @@ REWARDOPS_FAULTS: list[dict[str, Any]] = [
     },
     {"path": "/api/v4/*", "kind": "status", "status": 502, "rate": 0.05},
     {"path": "/api/v4/*", "kind": "rate_limit", "retry_after": 1, "rate": 0.04},
+    {"path": "/api/v4/*", "kind": "latency", "ms": PROVIDER_LATENCY_MS},
 ]
 
 pytestmark = [
@@ -337,8 +347,7 @@ class ChaosStack:
         child = self._spawn(
             "worker",
             self._python(
-                "-m", "celery", "-A", "worker.app", "worker",
-                "-c", "2", "-P", "prefork", "-l", "info",
+                "-m", "celery", "-A", "worker.app", "worker", "-l", "info",
                 "-n", f"chaos{number}@%h",
                 "--without-gossip", "--without-mingle",
             ),

@@ -337,3 +337,26 @@ def test_a_worker_dying_before_fulfilled_is_written_still_leaves_the_coniq_recor
     assert coniq_rt.ledger.get(unit_id).state is UnitState.FULFILLED  # type: ignore[union-attr]
     assert coniq_rt.redis.sismember(pending, unit_id)
     assert controls[0].issued(provider_key(unit_id)) == 1
+
+
+def test_an_attempt_ends_within_its_lease_however_slow_the_provider(
+    rt: WorkerRuntime, controls: Any
+) -> None:
+    # given a 1 s lease (calls may use 0.8 s of it), a 5 s client timeout, and a provider
+    # that commits the order and answers after 3 s
+    settings = replace(rt.settings, task_lease_seconds=1.0, provider_timeout_seconds=5.0)
+    slow = build_runtime(settings, rules=rt.rules)
+    controls[0].set_faults({"kind": "latency", "ms": 3000, "times": 1})
+    unit_id = _accept(rt, {"offer_id": "1001"})
+    started = time.monotonic()
+
+    # when one delivery runs
+    outcome = fulfil_unit(unit_id, slow)
+
+    # then it gave up before its lease ran out, not knowing whether the order exists,
+    # and the next attempt (at its retry time) finds the order rather than placing another
+    assert time.monotonic() - started < 1.0
+    assert outcome.action == "unknown"
+    actions = _until_terminal(rt, unit_id)
+    assert actions[-1] == "fulfilled"
+    assert controls[0].issued(provider_key(unit_id)) == 1

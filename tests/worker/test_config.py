@@ -40,6 +40,8 @@ FULL_ENV = {
     "UNIT_STALE_SECONDS": "30",
     "SWEEP_INTERVAL_SECONDS": "2",
     "TASK_LEASE_SECONDS": "90",
+    "WORKER_CONCURRENCY": "32",
+    "WORKER_POOL": "prefork",
     "DELIVERY_POLL_SECONDS": "1.5",
 }
 
@@ -92,6 +94,10 @@ MALFORMED = [
     ("UNIT_STALE_SECONDS", "0.1"),
     ("SWEEP_INTERVAL_SECONDS", "0"),
     ("TASK_LEASE_SECONDS", "0.5"),
+    ("WORKER_CONCURRENCY", "0"),
+    ("WORKER_CONCURRENCY", "513"),
+    ("WORKER_CONCURRENCY", "many"),
+    ("WORKER_POOL", "gevent"),
     ("DELIVERY_POLL_SECONDS", "0"),
     ("DELIVERY_POLL_SECONDS", "soon\nish"),
 ]
@@ -184,6 +190,8 @@ def test_empty_environment_gives_documented_defaults():
     assert settings.log_format == "text"
     assert settings.sentry_environment == "production"
     assert settings.celery_broker_url == ""
+    assert settings.worker_concurrency == 64
+    assert settings.worker_pool == "threads"
 
 
 def test_full_environment_is_parsed_into_typed_values():
@@ -204,6 +212,8 @@ def test_full_environment_is_parsed_into_typed_values():
     assert settings.provider_timeout_seconds == 7.5
     assert settings.retry_max_attempts == 12
     assert settings.task_lease_seconds == 90.0
+    assert settings.worker_concurrency == 32
+    assert settings.worker_pool == "prefork"
 
 
 def test_broker_url_defaults_to_redis_url():
