@@ -437,6 +437,12 @@ def pipeline_env(redis_url: str, prefix: str, sandbox_url: str, **extra: str) ->
             "REWARDOPS_CLIENT_SECRET": ROPS_SECRET,
             "PYTHONPATH": str(ROOT),
             "LOG_FORMAT": "text",
+            # The benchmarks measure the pipeline, not a provider's limits: the lanes'
+            # rate and in-flight caps are off unless a benchmark sets them (bench.lanes).
+            "IFEELGOODS_RATE_PER_SECOND": "0",
+            "IFEELGOODS_MAX_IN_FLIGHT": "0",
+            "REWARDOPS_RATE_PER_SECOND": "0",
+            "REWARDOPS_MAX_IN_FLIGHT": "0",
         }
     )
     env.update(extra)

@@ -7,6 +7,7 @@
     rewardrelay send       sign and post an event (a sample reward by default)
     rewardrelay status     the fulfilment state of an event's units
     rewardrelay dlq        list, show, replay and discard dead letters
+    rewardrelay lanes      provider lanes: state, pause PROVIDER, resume PROVIDER
     rewardrelay check      settings, rules, Redis, broker and provider reachability
     rewardrelay connect    authorize access to a reward source once (orders-platform)
     rewardrelay console    the operator console's URL and admin token

@@ -88,7 +88,17 @@ Kinds and their parameters:
 ``token_expired``        401 exactly as for an expired bearer token
 ``permanent``            ``status`` 400-499 (default 422), ``error`` (Ifeelgoods
                          ``error_name`` / RewardOps ``reason``), ``message``
+``quota``                [DESIGN] ``per_second``, ``burst`` (default a tenth of a
+                         second's worth): a token bucket; requests beyond it get 429
+                         with ``Retry-After: 1`` (counted as ``rate_limit``)
 =======================  ==============================================================
+
+[DESIGN] Money or a cap running out, which neither vendor documents as an error: an
+exhausted Ifeelgoods promotion budget is ``{"kind": "permanent", "status": 422, "error":
+"no_allocation"}`` (the vendor's reward sub-state ``no_allocation``, providers.md 1.7); a
+RewardOps programme or offer cap is ``{"kind": "permanent", "status": 400, "error":
+"program cap internal"}`` (the ``status_reason`` values of providers.md 2.7). The worker
+pauses the provider's lane for ``funds`` on these instead of dead-lettering.
 
 One-off fault for a single request: send the header ``X-Sandbox-Fault`` with either a JSON
 object in the rule format (``{"kind": "permanent", "status": 400}``) or the shorthand

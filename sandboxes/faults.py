@@ -14,6 +14,7 @@ import fnmatch
 import json
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ class FaultKind(StrEnum):
     PRECONDITION_RACE = "precondition_race"
     TOKEN_EXPIRED = "token_expired"
     PERMANENT = "permanent"
+    # [DESIGN] A provider-side token bucket (providers.md 1.10 asks for a configurable one):
+    # requests beyond ``per_second`` (bucket ``burst``) get a 429 with Retry-After.
+    QUOTA = "quota"
 
 
 # The parameter a shorthand header value ("status:502") sets, per kind.
@@ -76,6 +80,8 @@ class Fault:
     bumps: int = 1
     error: str | None = None
     message: str | None = None
+    per_second: float = 0.0
+    burst: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +94,8 @@ class Fault:
             "bumps": self.bumps,
             "error": self.error,
             "message": self.message,
+            "per_second": self.per_second,
+            "burst": self.burst,
         }
 
 
@@ -107,6 +115,21 @@ class FaultRule:
     rate: float | None = None
     skip: int = 0
     hits: int = field(default=0, compare=False)
+    # A quota rule's bucket: tokens left and when they were last counted (monotonic).
+    tokens: float | None = field(default=None, compare=False)
+    counted_at: float = field(default=0.0, compare=False)
+
+    def take_token(self, now: float) -> bool:
+        """Quota rules: True when the bucket lets this request through (and spends a token)."""
+        if self.tokens is None:
+            self.tokens, self.counted_at = self.fault.burst, now
+        elapsed = max(0.0, now - self.counted_at)
+        self.tokens = min(self.fault.burst, self.tokens + elapsed * self.fault.per_second)
+        self.counted_at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
     def matches(self, method: str, path: str) -> bool:
         method_ok = self.method == "*" or self.method.upper() == method.upper()
@@ -186,6 +209,12 @@ def parse_fault(spec: Mapping[str, Any]) -> Fault:
         return Fault(kind, bumps=_as_int(spec, "bumps", 1, low=1, high=1000))
     if kind is FaultKind.TOKEN_EXPIRED:
         return Fault(kind, status=401)
+    if kind is FaultKind.QUOTA:
+        per_second = _as_float(spec, "per_second", 10.0, high=100_000.0)
+        if per_second <= 0:
+            raise FaultSpecError("per_second must be above 0")
+        burst = _as_float(spec, "burst", max(1.0, per_second / 10), high=1_000_000.0)
+        return Fault(kind, status=429, per_second=per_second, burst=max(1.0, burst))
     status = _as_int(spec, "status", 422, low=400, high=499)
     error = spec.get("error")
     message = spec.get("message")
@@ -319,6 +348,12 @@ class FaultInjector:
                     continue
                 if rule.rate is not None and self._rng.random() >= rule.rate:
                     continue
+                if rule.fault.kind is FaultKind.QUOTA:
+                    if rule.take_token(time.monotonic()):
+                        continue
+                    rule.hits += 1
+                    self.injected[FaultKind.RATE_LIMIT.value] += 1
+                    return Fault(FaultKind.RATE_LIMIT, status=429, retry_after="1")
                 rule.hits += 1
                 self.injected[rule.fault.kind.value] += 1
                 return rule.fault

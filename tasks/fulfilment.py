@@ -5,6 +5,7 @@ Called by :func:`tasks.entrypoints.fulfil_reward`; the adapters are
 
 ledger.begin            terminal / busy / early → nothing to do (redelivery is harmless)
 route (rules)           no rule → UNROUTABLE (+ dead letter, visible, replayable)
+provider lane           closed or over its limits → the unit waits (tasks/lanes.py)
 provider adapter        deterministic key; LOOKUP before any resubmit
   delivered             → FULFILLED (codes stored, never logged)
   accepted              → AWAITING_DELIVERY, followed up by the scheduler
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tasks import lanes
 from tasks.http.deadline import attempt_deadline
 from tasks.http.errors import (
     PermanentProviderError,
@@ -86,8 +88,13 @@ def fulfil_unit(unit_id: str, rt: WorkerRuntime, *, task_id: str = "") -> Outcom
         observability.unit_context(unit, provider=route.provider, task_id=task_id),
         attempt_deadline(deadline),
     ):
+        lane = lanes.enter(rt, route.provider, begin, task_id=task_id)
+        if lane.set_aside is not None:  # the lane is closed or full: wait, no attempt used
+            return Outcome(unit_id, lane.set_aside.action, lane.set_aside.state)
         try:
-            result = _call_provider(rt, route, key, recipient, begin.decision)
+            result = lane.run(lambda: _call_provider(rt, route, key, recipient, begin.decision))
+        except lanes.SetAside as aside:
+            return Outcome(unit_id, aside.action, aside.state)
         except RateLimitedError as exc:
             return attempt.retry(UnitState.RETRYING, exc, route.to_dict(), exc.retry_after)
         except UnknownOutcomeError as exc:

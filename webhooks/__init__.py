@@ -89,6 +89,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(reveal.bp)  # audited reveal of full codes (issue 19)
+    from webhooks import console_lanes, lanes_api  # provider lanes (issue 18)
+
+    app.register_blueprint(lanes_api.bp)
+    app.register_blueprint(console_lanes.bp)
     console.init_app(app, settings)
     register_error_handlers(app)
     return app

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify
 from webhooks.context import edge_context
 from webhooks.errors import ProblemError
 
-__all__ = ["bp", "BROKER_CHECK_TIMEOUT_SECONDS"]
+__all__ = ["bp", "BROKER_CHECK_TIMEOUT_SECONDS", "broker_status"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -33,7 +33,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """200 ``{"redis": "ok", "broker": "ok"}``, or 503 ``not-ready`` naming what is down."""
-    checks = {"redis": _redis_status(), "broker": _broker_status()}
+    checks = {"redis": _redis_status(), "broker": broker_status()}
     down = sorted(name for name, status in checks.items() if status != "ok")
     if down:
         raise ProblemError(
@@ -55,7 +55,8 @@ def _redis_status() -> str:
     return "ok"
 
 
-def _broker_status() -> str:
+def broker_status() -> str:
+    """``ok`` or ``unavailable`` (readiness, and ``rewardrelay_broker_up`` on /metrics)."""
     celery = edge_context().celery
     try:
         with celery.connection_for_write() as connection:

@@ -9,11 +9,15 @@ Unauthenticated like the probes: it holds counts only, no ids, no personal data.
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Response
 
+from webhooks import health
 from webhooks.context import edge_context
 from worker import metrics
 from worker.stores.dead_letters import DeadLetters
+from worker.stores.lanes import LaneStore
 
 __all__ = ["bp"]
 
@@ -28,4 +32,17 @@ def scrape() -> Response:
         dead_letters_waiting=letters.waiting_count,
         live_units=lambda: int(ctx.redis.zcard(ctx.keys.live)),
     )
-    return Response(metrics.render(store), mimetype=None, content_type=metrics.CONTENT_TYPE)
+    lanes = LaneStore(ctx.redis, ctx.keys)
+    lane_gauges = metrics.LaneCollector(
+        views=lambda: [lanes.view(name) for name in lanes.names()], now=time.time
+    )
+    broker = metrics.UpCollector(
+        "rewardrelay_broker_up",
+        "The broker accepted a connection at scrape time.",
+        lambda: health.broker_status() == "ok",
+    )
+    return Response(
+        metrics.render(store, lane_gauges, broker),
+        mimetype=None,
+        content_type=metrics.CONTENT_TYPE,
+    )

@@ -19,6 +19,7 @@ __all__ = [
     "BROKER_VISIBILITY_TIMEOUT_SECONDS",
     "FULFIL_TASK",
     "SWEEP_TASK",
+    "LANES_TICK_TASK",
     "POLL_IGNICO_TASK",
     "POLL_ORDERS_TASK",
     "DRAIN_CONIQ_TASK",
@@ -28,6 +29,7 @@ __all__ = [
 # dashboards know the task by it. Our own names spell "fulfil".
 FULFIL_TASK = "tasks.fulfill_reward"
 SWEEP_TASK = "tasks.sweep"
+LANES_TICK_TASK = "tasks.lanes.tick"
 # Reward sources and the loop back to Coniq (issue 6), scheduled only when configured.
 POLL_IGNICO_TASK = "tasks.sources.poll_ignico"
 POLL_ORDERS_TASK = "tasks.sources.poll_orders_platform"
@@ -37,6 +39,7 @@ TASK_MODULES = [
     "tasks.sources.ignico",
     "tasks.sources.orders_platform",
     "tasks.sources.coniq_outbound",
+    "tasks.lanes",
 ]
 # Redis redelivers an unacked message after this long; every countdown we use is far
 # below it (we use none for retries) and every task finishes well within it.
@@ -116,7 +119,13 @@ def make_celery(settings: Settings) -> Celery:
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """The sweeper always; each source poller only when that source is configured."""
     schedule: dict[str, dict[str, Any]] = {
-        "sweep-units": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds}
+        "sweep-units": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+        # Provider lanes (tasks/lanes.py): release waiting units, start due probes.
+        "lanes-tick": {
+            "task": LANES_TICK_TASK,
+            "schedule": settings.lane_tick_seconds,
+            "options": {"expires": settings.lane_tick_seconds},
+        },
     }
     every = settings.source_poll_seconds
     # A poll that cannot start within one interval is superseded by the next one.

@@ -104,6 +104,20 @@ class Settings:
     # Edge durability mode: answer 202 only once this many replicas have the write.
     store_wait_replicas: int = 0
     store_wait_timeout_ms: int = 200
+    # Provider lanes (issue 18) and per-provider limits (issue 17 item 2).
+    lane_breaker_failures: int = 5
+    lane_breaker_error_rate: float = 0.5
+    lane_breaker_window_seconds: float = 60.0
+    lane_breaker_min_calls: int = 20
+    lane_probe_seconds: float = 10.0
+    lane_funds_probe_seconds: float = 300.0
+    lane_recheck_seconds: float = 60.0
+    lane_tick_seconds: float = 1.0
+    lane_max_wait_seconds: float = 1.0
+    ifeelgoods_max_in_flight: int = 50
+    ifeelgoods_rate_per_second: float = 100.0
+    rewardops_max_in_flight: int = 50
+    rewardops_rate_per_second: float = 100.0
 
     @property
     def ignico_configured(self) -> bool:
@@ -179,6 +193,7 @@ class Settings:
                 env, "STORE_WAIT_TIMEOUT_MS", defaults.store_wait_timeout_ms, low=1
             ),
             **_source_settings(env, defaults),
+            **_lane_settings(env),
         )
 
     def require(self, *names: str) -> None:
@@ -373,3 +388,29 @@ def _decimal(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
     if not value.is_finite() or value < 0:
         raise SettingsError(name, f"must be a finite amount of at least 0, got {raw!r}")
     return value
+
+
+def _lane_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Provider lanes: circuit breaker, probes, waiting, and each provider's limits.
+
+    Neither vendor documents a rate or concurrency limit (providers.md 1.10, 2.10): the
+    limit defaults are ours, and 0 turns a limit off.
+    """
+    rate = _float(env, "LANE_BREAKER_ERROR_RATE", 0.5, low=0.01)
+    if rate > 1:
+        raise SettingsError("LANE_BREAKER_ERROR_RATE", f"must be at most 1, got {rate}")
+    return {
+        "lane_breaker_failures": _int(env, "LANE_BREAKER_FAILURES", 5, low=1),
+        "lane_breaker_error_rate": rate,
+        "lane_breaker_window_seconds": _float(env, "LANE_BREAKER_WINDOW_SECONDS", 60.0, low=1.0),
+        "lane_breaker_min_calls": _int(env, "LANE_BREAKER_MIN_CALLS", 20, low=1),
+        "lane_probe_seconds": _float(env, "LANE_PROBE_SECONDS", 10.0, low=0.1),
+        "lane_funds_probe_seconds": _float(env, "LANE_FUNDS_PROBE_SECONDS", 300.0, low=0.1),
+        "lane_recheck_seconds": _float(env, "LANE_RECHECK_SECONDS", 60.0, low=1.0),
+        "lane_tick_seconds": _float(env, "LANE_TICK_SECONDS", 1.0, low=0.1),
+        "lane_max_wait_seconds": _float(env, "LANE_MAX_WAIT_SECONDS", 1.0, low=0.0),
+        "ifeelgoods_max_in_flight": _int(env, "IFEELGOODS_MAX_IN_FLIGHT", 50, low=0),
+        "ifeelgoods_rate_per_second": _float(env, "IFEELGOODS_RATE_PER_SECOND", 100.0, low=0.0),
+        "rewardops_max_in_flight": _int(env, "REWARDOPS_MAX_IN_FLIGHT", 50, low=0),
+        "rewardops_rate_per_second": _float(env, "REWARDOPS_RATE_PER_SECOND", 100.0, low=0.0),
+    }

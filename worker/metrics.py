@@ -61,6 +61,10 @@ __all__ = [
     "render",
     "retry_scheduled",
     "unit_terminal",
+    "LANE_TRANSITIONS",
+    "LaneCollector",
+    "UpCollector",
+    "lane_transition",
 ]
 
 # The standard prometheus_client variable for multiprocess mode.
@@ -232,6 +236,83 @@ class _OwnSeries:
         for family in self._collector.collect():
             if family.name.startswith(OWN_PREFIX):
                 yield family
+
+
+# -- Provider lanes (issue 18; tasks/lanes.py, worker/stores/lanes.py) -------------------
+LANE_TRANSITIONS = Counter(
+    "rewardrelay_lane_transitions",
+    "Provider lane transitions: to broken (breaker tripped), funds (paused: money or cap "
+    "ran out) or opened (probe succeeded). Operator pauses and resumes are in the audit log.",
+    ["lane", "to"],
+)
+
+
+def lane_transition(lane: str, to: str) -> None:
+    LANE_TRANSITIONS.labels(lane=lane, to=to).inc()
+
+
+class LaneCollector:
+    """Scrape-time gauges of every provider lane, read from Redis.
+
+    ``views`` returns each lane's ``LaneView`` (worker.stores.lanes); a Redis error leaves
+    the lane gauges out (``rewardrelay_store_up`` already says why).
+    """
+
+    STATES = ("open", "broken", "paused")
+
+    def __init__(self, views: Callable[[], Iterable[Any]], now: Callable[[], float]) -> None:
+        self._views = views
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            views = list(self._views())
+        except redis.RedisError:
+            return
+        now = self._now()
+        state = GaugeMetricFamily(
+            "rewardrelay_lane_state",
+            "1 for the state each provider lane is in (open, broken, paused), with its reason.",
+            labels=["lane", "state", "reason"],
+        )
+        waiting = GaugeMetricFamily(
+            "rewardrelay_lane_units_waiting",
+            "Units waiting in a provider lane that is not open (no attempt used).",
+            labels=["lane"],
+        )
+        oldest = GaugeMetricFamily(
+            "rewardrelay_lane_oldest_waiting_seconds",
+            "Age of the oldest unit waiting in the lane (0 when none waits).",
+            labels=["lane"],
+        )
+        since = GaugeMetricFamily(
+            "rewardrelay_lane_state_seconds",
+            "Seconds the lane has been in its current state.",
+            labels=["lane"],
+        )
+        in_flight = GaugeMetricFamily(
+            "rewardrelay_lane_in_flight", "Provider calls in flight in the lane.", labels=["lane"]
+        )
+        for view in views:
+            for name in self.STATES:
+                reason = view.reason if name == view.state else ""
+                state.add_metric([view.name, name, reason], 1 if name == view.state else 0)
+            waiting.add_metric([view.name], view.waiting)
+            age = now - view.oldest_waiting_since if view.oldest_waiting_since else 0.0
+            oldest.add_metric([view.name], max(0.0, age))
+            since.add_metric([view.name], max(0.0, now - view.since) if view.since else 0.0)
+            in_flight.add_metric([view.name], view.in_flight)
+        yield from (state, waiting, oldest, since, in_flight)
+
+
+class UpCollector:
+    """One scrape-time 0/1 gauge from a check (e.g. ``rewardrelay_broker_up``)."""
+
+    def __init__(self, name: str, documentation: str, check: Callable[[], bool]) -> None:
+        self._name, self._documentation, self._check = name, documentation, check
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self._name, self._documentation, 1 if self._check() else 0)
 
 
 class _Chain:

@@ -15,6 +15,7 @@ is in ``common``.
     connect   authorize access to a reward source once
     console   the operator console's URL and admin token
     rotate-keys  re-seal stored reward codes under the first key of CODE_KEYS
+    lanes     provider lanes: state, pause, resume
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rewardrelay.commands import (
     connect,
     console,
     dlq,
+    lanes,
     relay,
     rotate_keys,
     run,
@@ -34,4 +36,16 @@ from rewardrelay.commands import (
 
 __all__ = ["COMMAND_MODULES"]
 
-COMMAND_MODULES = (run, relay, sandbox, send, status, dlq, check, connect, console, rotate_keys)
+COMMAND_MODULES = (
+    run,
+    relay,
+    sandbox,
+    send,
+    status,
+    dlq,
+    lanes,
+    check,
+    connect,
+    console,
+    rotate_keys,
+)

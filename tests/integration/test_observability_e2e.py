@@ -79,8 +79,14 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     sentry = _SentryInbox()
     threading.Thread(target=sentry.serve_forever, daemon=True).start()
     dsn = f"http://publickey@127.0.0.1:{sentry.server_port}/42"
+    # (the lane's breaker would otherwise hold the units instead of dead-lettering them)
     stack: Stack = make_stack(
-        {"SENTRY_DSN": dsn, "RETRY_MAX_ATTEMPTS": "3", "SENTRY_ENVIRONMENT": "staging-eu"}
+        {
+            "SENTRY_DSN": dsn,
+            "RETRY_MAX_ATTEMPTS": "3",
+            "SENTRY_ENVIRONMENT": "staging-eu",
+            "LANE_BREAKER_FAILURES": "1000",
+        }
     )
     ifeelgoods.set_faults(
         {

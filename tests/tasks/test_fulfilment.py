@@ -171,11 +171,13 @@ def test_retry_after_sets_the_next_attempt_time(rt: WorkerRuntime, controls: Any
     before = time.time()
     outcome = fulfil_unit(unit_id, rt)
 
-    # then the retry is scheduled no earlier than Retry-After, and an early delivery waits
-    assert outcome.action == "retry"
+    # then the lane slows down: the unit comes back no earlier than Retry-After without
+    # spending an attempt (issue 17), and an early delivery waits
+    assert outcome.action == "throttled"
     unit = rt.ledger.get(unit_id)
     assert unit is not None and unit.state is UnitState.RETRYING
     assert unit.next_attempt_at >= before + 3
+    assert rt.ledger.round_attempts(unit_id) == 0
     assert fulfil_unit(unit_id, rt).action == "skipped-early"
 
 

@@ -58,6 +58,9 @@ class AttemptOutcome(enum.StrEnum):
     IGNORED = "ignored"
     UNROUTABLE = "unroutable"
     DEAD_LETTER = "dead_letter"
+    # Provider lanes (tasks/lanes.py): the attempt was handed back, no budget spent.
+    LANE_WAIT = "lane-wait"  # the answer closed the lane (or it was closed): wait there
+    LANE_THROTTLED = "lane-throttled"  # a 429: the whole lane slowed down
 
 
 TERMINAL_STATES = frozenset(
