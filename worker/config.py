@@ -409,8 +409,8 @@ def _lane_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "lane_recheck_seconds": _float(env, "LANE_RECHECK_SECONDS", 60.0, low=1.0),
         "lane_tick_seconds": _float(env, "LANE_TICK_SECONDS", 1.0, low=0.1),
         "lane_max_wait_seconds": _float(env, "LANE_MAX_WAIT_SECONDS", 1.0, low=0.0),
-        "ifeelgoods_max_in_flight": _int(env, "IFEELGOODS_MAX_IN_FLIGHT", 50, low=0),
-        "ifeelgoods_rate_per_second": _float(env, "IFEELGOODS_RATE_PER_SECOND", 100.0, low=0.0),
-        "rewardops_max_in_flight": _int(env, "REWARDOPS_MAX_IN_FLIGHT", 50, low=0),
-        "rewardops_rate_per_second": _float(env, "REWARDOPS_RATE_PER_SECOND", 100.0, low=0.0),
+        "ifeelgoods_max_in_flight": _int(env, "IFEELGOODS_MAX_IN_FLIGHT", 100, low=0),
+        "ifeelgoods_rate_per_second": _float(env, "IFEELGOODS_RATE_PER_SECOND", 200.0, low=0.0),
+        "rewardops_max_in_flight": _int(env, "REWARDOPS_MAX_IN_FLIGHT", 100, low=0),
+        "rewardops_rate_per_second": _float(env, "REWARDOPS_RATE_PER_SECOND", 200.0, low=0.0),
     }

@@ -39,8 +39,8 @@ def test_defaults_and_per_provider_limits() -> None:
     settings = Settings.from_env(
         {"REWARDOPS_RATE_PER_SECOND": "7.5", "REWARDOPS_MAX_IN_FLIGHT": "0"}
     )
-    assert limits_for(settings, "ifeelgoods").max_in_flight == 50
-    assert limits_for(settings, "ifeelgoods").rate_per_second == 100.0
+    assert limits_for(settings, "ifeelgoods").max_in_flight == 100
+    assert limits_for(settings, "ifeelgoods").rate_per_second == 200.0
     assert limits_for(settings, "rewardops").rate_per_second == 7.5
     assert limits_for(settings, "rewardops").max_in_flight == 0  # 0: no cap
     policy = breaker_policy(settings)
