@@ -114,10 +114,10 @@ class Settings:
     lane_recheck_seconds: float = 60.0
     lane_tick_seconds: float = 1.0
     lane_max_wait_seconds: float = 1.0
-    ifeelgoods_max_in_flight: int = 50
-    ifeelgoods_rate_per_second: float = 100.0
-    rewardops_max_in_flight: int = 50
-    rewardops_rate_per_second: float = 100.0
+    ifeelgoods_max_in_flight: int = 100
+    ifeelgoods_rate_per_second: float = 200.0
+    rewardops_max_in_flight: int = 100
+    rewardops_rate_per_second: float = 200.0
 
     @property
     def ignico_configured(self) -> bool:
