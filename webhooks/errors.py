@@ -10,7 +10,12 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, json
-from gunicorn.http.errors import NoMoreData, ParseException  # type: ignore[import-untyped]
+from gunicorn.http.errors import (  # type: ignore[import-untyped]
+    InvalidResponseHeader,
+    InvalidResponseHeaderName,
+    NoMoreData,
+    ParseException,
+)
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
@@ -27,7 +32,9 @@ log = logging.getLogger(__name__)
 # that is not hex, a chunk without its CRLF, a malformed trailer, a body cut short). The
 # edge worker hands such requests on without judging them (webhooks/edge_worker.py), and
 # gunicorn only parses a body when the app reads it: the client's fault, so a 400.
+# (A response header the app got wrong is a ParseException too, and stays a 500.)
 BODY_FRAMING_ERRORS: tuple[type[Exception], ...] = (ParseException, NoMoreData)
+_OUR_FAULT = (InvalidResponseHeader, InvalidResponseHeaderName)
 
 
 class ProblemError(Exception):
@@ -93,7 +100,17 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = error.get_response().headers["Allow"]
         return response
 
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        # Logged with its type only: the message could carry request data.
+        log.error("unhandled %s at the edge", type(error).__name__, exc_info=error)
+        return problem_response(
+            ProblemError(500, "internal-error", "An unexpected error occurred.")
+        )
+
     def _malformed_body(error: Exception) -> Response:
+        if isinstance(error, _OUR_FAULT):
+            return _unexpected(error)
         # Logged without a traceback (nor a Sentry event): it says nothing about our code.
         log.info("request body refused: %s", type(error).__name__)
         return problem_response(
@@ -102,11 +119,3 @@ def register_error_handlers(app: Flask) -> None:
 
     for framing_error in BODY_FRAMING_ERRORS:
         app.register_error_handler(framing_error, _malformed_body)
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        # Logged with its type only: the message could carry request data.
-        log.error("unhandled %s at the edge", type(error).__name__, exc_info=error)
-        return problem_response(
-            ProblemError(500, "internal-error", "An unexpected error occurred.")
-        )
