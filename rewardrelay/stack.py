@@ -412,6 +412,8 @@ class Stack:
             "RECEIVER_URL",
             "CONIQ_RECORD_OFFER_ID",
             "ORDERS_REDIRECT_URI",
+            # What run chose for its children, so ``check`` reports that, not the default.
+            "SENTRY_ENVIRONMENT",
         } | {SANDBOX_URL_VARIABLE[s.name] for s in self.sandboxes}
         self.data_dir.write_stack(
             {

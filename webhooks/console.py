@@ -56,9 +56,11 @@ from flask import (
 )
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import PathConverter
 
 from webhooks.admin import event_state, unit_view
 from webhooks.context import edge_context
+from webhooks.paths import quote_id
 from worker.config import Settings
 from worker.stores.dead_letters import DeadLetter, DeadLetters, LetterStatus, ReplayResult
 from worker.stores.inbox import Inbox
@@ -143,8 +145,26 @@ class _ConsoleSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
+class LetterIdConverter(PathConverter):
+    """A dead-letter id in a console URL: read like ``path`` (event ids may hold ``/``),
+    written as one quoted segment (``webhooks.paths.quote_id``).
+
+    ``path`` alone would write ``a/../b:0:0`` as it is, and the browser would resolve
+    the dot-segments away: the link would open another letter (``/admin/b:0:0``, or a
+    real letter's page for an id crafted to point at it). The quoted form is decoded
+    back before routing, so the routes read the id either way.
+    """
+
+    def to_url(self, value: str) -> str:
+        # ``:`` stays readable (ids end in ``:<line>:<index>``): it means nothing in a path
+        # after the first segment, and an encoded one can only come from a ``:`` (a ``%``
+        # of the id is itself encoded, as ``%25``).
+        return quote_id(value).replace("%3A", ":")
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the console and configure the signed-cookie session it relies on."""
+    app.url_map.converters["letter_id"] = LetterIdConverter
     app.secret_key = session_secret(settings.admin_token)
     app.session_interface = _ConsoleSessionInterface()
     app.config.update(
@@ -453,7 +473,7 @@ def dead_letters() -> ResponseReturnValue:
     )
 
 
-@bp.get("/dead-letters/<path:letter_id>")
+@bp.get("/dead-letters/<letter_id:letter_id>")
 def dead_letter(letter_id: str) -> ResponseReturnValue:
     _, ledger, letters = _stores()
     letter = letters.get(letter_id)
@@ -469,7 +489,7 @@ def dead_letter(letter_id: str) -> ResponseReturnValue:
     )
 
 
-@bp.route("/dead-letters/<path:letter_id>/replay", methods=["GET", "POST"])
+@bp.route("/dead-letters/<letter_id:letter_id>/replay", methods=["GET", "POST"])
 def replay(letter_id: str) -> ResponseReturnValue:
     _, _, letters = _stores()
     letter = letters.get(letter_id)
@@ -485,7 +505,7 @@ def replay(letter_id: str) -> ResponseReturnValue:
     return redirect(url_for("console.dead_letter", letter_id=letter_id), 303)
 
 
-@bp.route("/dead-letters/<path:letter_id>/discard", methods=["GET", "POST"])
+@bp.route("/dead-letters/<letter_id:letter_id>/discard", methods=["GET", "POST"])
 def discard(letter_id: str) -> ResponseReturnValue:
     _, _, letters = _stores()
     letter = letters.get(letter_id)

@@ -10,12 +10,31 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, json
+from gunicorn.http.errors import (  # type: ignore[import-untyped]
+    InvalidResponseHeader,
+    InvalidResponseHeaderName,
+    NoMoreData,
+    ParseException,
+)
 from werkzeug.exceptions import HTTPException
 
-__all__ = ["ProblemError", "problem_response", "register_error_handlers", "PROBLEM_BASE"]
+__all__ = [
+    "BODY_FRAMING_ERRORS",
+    "ProblemError",
+    "problem_response",
+    "register_error_handlers",
+    "PROBLEM_BASE",
+]
 
 PROBLEM_BASE = "https://rewardrelay.dev/problems/"
 log = logging.getLogger(__name__)
+# What gunicorn raises while the app reads a body whose framing is broken (a chunk size
+# that is not hex, a chunk without its CRLF, a malformed trailer, a body cut short). The
+# edge worker hands such requests on without judging them (webhooks/edge_worker.py), and
+# gunicorn only parses a body when the app reads it: the client's fault, so a 400.
+# (A response header the app got wrong is a ParseException too, and stays a 500.)
+BODY_FRAMING_ERRORS: tuple[type[Exception], ...] = (ParseException, NoMoreData)
+_OUR_FAULT = (InvalidResponseHeader, InvalidResponseHeaderName)
 
 
 class ProblemError(Exception):
@@ -88,3 +107,15 @@ def register_error_handlers(app: Flask) -> None:
         return problem_response(
             ProblemError(500, "internal-error", "An unexpected error occurred.")
         )
+
+    def _malformed_body(error: Exception) -> Response:
+        if isinstance(error, _OUR_FAULT):
+            return _unexpected(error)
+        # Logged without a traceback (nor a Sentry event): it says nothing about our code.
+        log.info("request body refused: %s", type(error).__name__)
+        return problem_response(
+            ProblemError(400, "malformed-body", "The request body's HTTP framing is invalid.")
+        )
+
+    for framing_error in BODY_FRAMING_ERRORS:
+        app.register_error_handler(framing_error, _malformed_body)

@@ -137,6 +137,7 @@ REJECT_REASONS = (
     "signature-invalid",
     "timestamp-out-of-tolerance",
     "malformed-json",
+    "malformed-body",
     "payload-too-large",
     "unsupported-media-type",
     "validation-failed",

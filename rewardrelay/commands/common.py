@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -35,6 +35,7 @@ __all__ = [
     "iso_utc",
     "ok_json",
     "print_json",
+    "quote_id",
     "redis_unreachable",
     "request",
     "safe_url",
@@ -65,6 +66,20 @@ class ClientContext:
         self.settings = settings
         self.env = env
         self.base_url = base_url
+
+
+def quote_id(value: str) -> str:
+    """An event or dead-letter id as one URL path segment, quoted as the edge quotes it
+    (``webhooks.paths.quote_id``, not imported here: it would load Flask).
+
+    Reserved characters are percent-encoded (``:`` is kept, so unit ids stay readable),
+    and so are the dots of an id that is only ``.`` or ``..``: left as they are, they are
+    a dot-segment that the HTTP client resolves away, and the request goes elsewhere.
+    """
+    quoted = quote(value, safe=":")
+    if quoted in (".", ".."):
+        return quoted.replace(".", "%2E")
+    return quoted
 
 
 def add_url_argument(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from rewardrelay.commands.common import (
     EXIT_OK,
@@ -25,6 +24,7 @@ from rewardrelay.commands.common import (
     iso_utc,
     ok_json,
     print_json,
+    quote_id,
     request,
 )
 
@@ -128,7 +128,7 @@ def _filters(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _letter_url(base: str, letter_id: str) -> str:
-    return f"{base}/dead-letters/{quote(letter_id, safe=':')}"
+    return f"{base}/dead-letters/{quote_id(letter_id)}"
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from rewardrelay.commands.common import (
     EXIT_FAILED,
@@ -27,6 +26,7 @@ from rewardrelay.commands.common import (
     describe_error,
     iso_utc,
     print_json,
+    quote_id,
     request,
 )
 
@@ -88,7 +88,7 @@ def _summary(units: Sequence[Mapping[str, Any]]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     context = client_context(args)
     headers = admin_headers(context.settings)
-    url = f"{context.base_url}/fulfillments/{quote(args.event_id, safe=':')}"
+    url = f"{context.base_url}/fulfillments/{quote_id(args.event_id)}"
     deadline = time.monotonic() + max(0.0, args.wait or 0.0)
     progress = _Progress(enabled=bool(args.wait))
     while True:

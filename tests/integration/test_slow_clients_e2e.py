@@ -214,3 +214,52 @@ def test_an_oversize_header_section_is_refused_with_431(web: Stack, connect) -> 
 
     # then
     assert _responses(sock, 1) == [431]
+
+
+def _first_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The first response's head and body (by its Content-Length)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(
+        int(value)
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        if name.strip().lower() == b"content-length"
+    )
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return head, body[:length]
+
+
+# Framings gunicorn refuses once the app reads the body, and where each is sent.
+MALFORMED_CHUNKED_BODIES = [
+    ("/events", b"zz\r\n{}\r\n0\r\n\r\n"),  # a chunk size that is not hex
+    ("/events", b"-2\r\n{}\r\n0\r\n\r\n"),  # ... nor unsigned
+    ("/events", b"2\r\n{}XX0\r\n\r\n"),  # chunk data without its CRLF
+    ("/events", b"2\r\n{}\r\n0\r\nno colon here\r\n\r\n"),  # a malformed trailer
+    ("/dead-letters/replay", b"zz\r\n{}\r\n0\r\n\r\n"),  # the admin API's body reader
+    ("/admin/sign-in", b"zz\r\n{}\r\n0\r\n\r\n"),  # the console's form parser
+]
+
+
+def test_a_malformed_chunked_body_is_a_400_problem_not_a_500(web: Stack, connect) -> None:
+    for path, chunks in MALFORMED_CHUNKED_BODIES:
+        # given a request whose chunked framing is broken (gunicorn parses a body only
+        # when the app reads it, so the error surfaces inside the app); the console reads
+        # forms, the API JSON
+        form = path.startswith("/admin/")
+        media_type = "application/x-www-form-urlencoded" if form else "application/json"
+        sock = connect()
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {web_host(web)}\r\n"
+            f"Authorization: Bearer {web.env['ADMIN_TOKEN']}\r\n"
+            f"Content-Type: {media_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            + chunks
+        )
+
+        # then it is refused as the client's fault, with a problem document
+        head, body = _first_response(sock)
+        assert head.startswith(b"HTTP/1.1 400 "), (path, chunks, head + body)
+        assert b"Content-Type: application/problem+json" in head
+        assert b"/problems/malformed-body" in body

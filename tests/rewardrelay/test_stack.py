@@ -118,3 +118,17 @@ def test_refuses_a_data_dir_another_run_holds(tmp_path):
     finally:
         second.stop()
         first.stop()
+
+
+def test_client_commands_see_the_sentry_environment_run_gives_its_children(tmp_path):
+    # given a prepared run that recorded its stack (check reads settings through this)
+    stack = Stack(port=_free_port(), flower=False, environ=_environ(tmp_path))
+    stack.prepare()
+    stack._record()
+
+    # when a client command completes its environment from the data directory
+    client_env = DataDir(tmp_path / "data").client_environ({})
+    stack.stop()
+
+    # then it sees "development", as the web, worker and relay do, not the default
+    assert client_env["SENTRY_ENVIRONMENT"] == "development"

@@ -170,3 +170,20 @@ def test_event_ids_are_percent_encoded_in_the_url(cli_env, stub_server, capsys):
 
     # then
     assert stub_server.requests[0].path == "/fulfillments/evt_a%2Fb%23c%3Fd%25e"
+
+
+@pytest.mark.parametrize(
+    ("event_id", "path"), [("..", "/fulfillments/%2E%2E"), (".", "/fulfillments/%2E")]
+)
+def test_an_id_that_is_a_dot_segment_is_not_resolved_away(
+    cli_env, stub_server, capsys, event_id, path
+):
+    # given an accepted event whose id is "." or ".." (printable ASCII: the edge takes it,
+    # and its Location quotes the dots)
+    stub_server.handler = lambda _r: (200, _fulfillment("fulfilled"))
+
+    # when
+    main(["status", event_id, "--url", stub_server.url])
+
+    # then the request names that event, not the parent of /fulfillments/
+    assert stub_server.requests[0].path == path

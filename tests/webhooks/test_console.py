@@ -6,9 +6,11 @@ The browser flow (a real chromium) is in tests/integration/test_console_browser.
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from dataclasses import replace
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 
@@ -392,3 +394,24 @@ def test_only_console_paths_open_a_session(app, signed_in, signed_post, monkeypa
     assert healthz.status_code == 200 and ingest.status_code == 202
     assert opened == ["/admin/dead-letters"]
     assert "Set-Cookie" not in ingest.headers and "Set-Cookie" not in healthz.headers
+
+
+@pytest.mark.parametrize("event_id", ["a/../../evt_other", "c/./d", "e#f?g=1", "%41"])
+def test_links_to_a_letter_name_it_even_when_its_id_holds_dot_segments(signed_in, seed, event_id):
+    # given a letter whose event id a browser would rewrite if put into a URL as it is
+    letter_id = seed.letter(event_id, time.time())
+
+    # when the operator follows the list's link, then the page's replay link
+    listing = signed_in.get("/admin/dead-letters").text
+    links = re.findall(r'href="(/admin/dead-letters/[^"?]+)"', listing)
+    (link,) = links
+    resolved = urljoin("http://127.0.0.1/admin/dead-letters", html.unescape(link))
+    page = signed_in.get(urlsplit(resolved).path)
+    replay = re.search(r'href="([^"]+/replay)"', page.text)
+
+    # then each names that letter, with no dot-segment left for the browser to resolve
+    assert page.status_code == 200, (link, resolved)
+    assert html.escape(letter_id) in page.text
+    assert replay and urlsplit(urljoin(resolved, html.unescape(replay.group(1)))).path == (
+        urlsplit(resolved).path + "/replay"
+    )
