@@ -74,6 +74,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     app = Flask(__name__)
+    # No redirect for "//" in a path: werkzeug's 308 builds its absolute Location from the
+    # request's Host header, which a client chooses. A doubled slash is simply not found.
+    app.url_map.merge_slashes = False
     app.extensions[EXTENSION_KEY] = context
     # Ingest reads the body itself (with its own cap); this caps everything else.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -35,7 +35,12 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = sub.add_parser("send", help="sign and post an event (a sample reward by default)")
-    send.add_argument("--source", choices=("coniq", "internal"), default="coniq")
+    send.add_argument(
+        "--source",
+        choices=("coniq", "internal"),
+        default=None,
+        help="the ingest endpoint; default: internal for a reward.granted file, else coniq",
+    )
     add_url_argument(send)
     send.add_argument("--file", help="event envelope JSON to send instead of the sample")
     send.add_argument(
@@ -124,17 +129,24 @@ def load_event_file(path: Path) -> dict[str, Any]:
     return document
 
 
+def guess_source(event: dict[str, Any] | None) -> str:
+    """``reward.granted`` only arrives on the internal endpoint; everything else is Coniq's."""
+    return "internal" if event is not None and event.get("type") == "reward.granted" else "coniq"
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     # Imported here, and from worker (pure, stdlib only): importing the edge's package
     # (Flask, Celery, Sentry) for the signer more than doubled the time of a send.
     from worker.signing import signed_headers
 
     context = client_context(args)
-    source: str = args.source
+    event = load_event_file(Path(args.file)) if args.file else None
+    source: str = args.source or guess_source(event)
+    if event is None:
+        event = sample_event(source)
     settings = context.settings
     settings.require(SECRET_VARIABLES[source])
     secret = (settings.coniq_webhook_secrets if source == "coniq" else settings.event_secrets)[0]
-    event = load_event_file(Path(args.file)) if args.file else sample_event(source)
     event_id = str(event["id"])
     if args.fault:
         from rewardrelay.commands.faults import arm_fault_for

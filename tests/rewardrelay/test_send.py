@@ -96,6 +96,28 @@ def test_sends_the_given_file_under_its_own_id(cli_env, stub_server, tmp_path, c
     assert capsys.readouterr().out.strip().splitlines()[-1] == "evt_from_file_1"
 
 
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        ("internal-reward-granted.json", "/events"),
+        ("coniq-reward-issued.json", "/webhooks/coniq"),
+    ],
+)
+def test_a_file_without_source_goes_to_the_endpoint_its_type_belongs_to(
+    cli_env, stub_server, name, path
+):
+    # given an example file and no --source
+    stub_server.handler = lambda r: (202, {"status": "accepted", "id": json.loads(r.body)["id"]})
+
+    # when it is sent
+    code = main(["send", "--url", stub_server.url, "--file", str(REPO / "examples" / name)])
+
+    # then a reward.granted goes to /events (internal), anything else to Coniq's endpoint
+    assert code == 0
+    [request] = stub_server.requests
+    assert request.path == path
+
+
 def test_exits_non_zero_on_a_refused_event(cli_env, stub_server, capsys):
     # given
     stub_server.handler = lambda _r: (401, {"type": "signature-invalid", "status": 401})

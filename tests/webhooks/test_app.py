@@ -113,3 +113,15 @@ def _refs(node: object) -> set[str]:
     if isinstance(node, list):
         return set().union(*(_refs(item) for item in node)) if node else set()
     return set()
+
+
+def test_a_doubled_slash_is_not_found_rather_than_redirected_to_the_host_header(client, settings):
+    # when a path with "//" arrives with a Host header of the client's choosing
+    response = client.get(
+        "/dead-letters//x:0:0",
+        headers={"Authorization": f"Bearer {settings.admin_token}", "Host": "evil.example"},
+    )
+    # then it is a 404 problem, with no Location pointing at that host
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert "Location" not in response.headers
