@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # Imported here, after this package is initialised: blueprint modules (admin's in
     # particular) may import names from ``webhooks`` itself.
-    from webhooks import admin, console, health, ingest, openapi, prometheus, reveal
+    from webhooks import admin, console, erasures, health, ingest, openapi, prometheus, reveal
 
     openapi.document_bytes()  # a broken package fails here, not on the first request
     app.register_blueprint(ingest.bp)
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(lanes_api.bp)
     app.register_blueprint(console_lanes.bp)
+    app.register_blueprint(erasures.bp)
     console.init_app(app, settings)
     register_error_handlers(app)
     return app

@@ -142,6 +142,13 @@ def event_state(units: list[Unit]) -> str:
 def get_fulfillment(event_id: str) -> ResponseReturnValue:
     inbox, ledger, _ = _stores()
     event = inbox.get(event_id)
+    if event is None and _ctx().redis.exists(_ctx().keys.seen(event_id)):
+        raise ProblemError(
+            410,
+            "event-expired",
+            f"Event {event_id!r} finished and its data was deleted after the retention"
+            " period; only its dedupe marker remains.",
+        )
     if event is None:
         raise ProblemError(404, "event-not-found", f"No accepted event has id {event_id!r}.")
     units = ledger.get_many(event.unit_ids)

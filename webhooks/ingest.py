@@ -44,6 +44,7 @@ from webhooks.units import canonical_json, fingerprint, units_for
 from worker import metrics, observability
 from worker.signing import SignatureError, verify
 from worker.stores.inbox import InboxOutcome
+from worker.stores.personal_data import hasher_for, subjects_of
 
 __all__ = ["bp", "MAX_JSON_DEPTH", "RETRY_AFTER_SECONDS"]
 
@@ -102,6 +103,8 @@ def _store(ctx: EdgeContext, source: str, event: Event, document: Any) -> tuple[
     settings = ctx.settings
     units = units_for(source, event, ctx.rules)
     body = canonical_json(document)
+    hasher = hasher_for(settings)  # who the event is about, as keyed hashes (for erasure)
+    subjects = [hasher.digest(*found) for found in subjects_of(source, event.type, document)]
     try:
         outcome = ctx.inbox.accept(
             event_id=event.id,
@@ -112,6 +115,7 @@ def _store(ctx: EdgeContext, source: str, event: Event, document: Any) -> tuple[
             units=units,
             now=time.time(),
             stale_after=settings.unit_stale_seconds,
+            subjects=subjects,
         )
     except redis.RedisError as exc:
         log.warning("inbox unavailable (%s); asked the sender to retry", type(exc).__name__)

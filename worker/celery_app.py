@@ -23,6 +23,7 @@ __all__ = [
     "POLL_IGNICO_TASK",
     "POLL_ORDERS_TASK",
     "DRAIN_CONIQ_TASK",
+    "RETENTION_TASK",
 ]
 
 # The registered name keeps its historical spelling: messages in flight, Flower and
@@ -34,12 +35,15 @@ LANES_TICK_TASK = "tasks.lanes.tick"
 POLL_IGNICO_TASK = "tasks.sources.poll_ignico"
 POLL_ORDERS_TASK = "tasks.sources.poll_orders_platform"
 DRAIN_CONIQ_TASK = "tasks.sources.drain_coniq_outbound"
+# Data lifecycle (issue 19): close finished events so their data expires.
+RETENTION_TASK = "tasks.retention.close_finished"
 TASK_MODULES = [
     "tasks.entrypoints",
     "tasks.sources.ignico",
     "tasks.sources.orders_platform",
     "tasks.sources.coniq_outbound",
     "tasks.lanes",
+    "tasks.retention",
 ]
 # Redis redelivers an unacked message after this long; every countdown we use is far
 # below it (we use none for retries) and every task finishes well within it.
@@ -125,6 +129,11 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": LANES_TICK_TASK,
             "schedule": settings.lane_tick_seconds,
             "options": {"expires": settings.lane_tick_seconds},
+        },
+        "close-finished-events": {
+            "task": RETENTION_TASK,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"expires": settings.sweep_interval_seconds},
         },
     }
     every = settings.source_poll_seconds

@@ -118,6 +118,11 @@ class Settings:
     ifeelgoods_rate_per_second: float = 200.0
     rewardops_max_in_flight: int = 100
     rewardops_rate_per_second: float = 200.0
+    # Data lifecycle (issue 19): how long a finished event's data is kept, how long its
+    # dedupe marker outlives it, and the key of the keyed hash that indexes personal data.
+    retention_seconds: int = 30 * 86_400
+    dedupe_retention_seconds: int = 400 * 86_400
+    erasure_key: str = field(default="", repr=False)
 
     @property
     def ignico_configured(self) -> bool:
@@ -194,6 +199,7 @@ class Settings:
             ),
             **_source_settings(env, defaults),
             **_lane_settings(env),
+            **_lifecycle_settings(env, defaults),
         )
 
     def require(self, *names: str) -> None:
@@ -414,3 +420,25 @@ def _lane_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "rewardops_max_in_flight": _int(env, "REWARDOPS_MAX_IN_FLIGHT", 100, low=0),
         "rewardops_rate_per_second": _float(env, "REWARDOPS_RATE_PER_SECOND", 200.0, low=0.0),
     }
+
+
+MIN_ERASURE_KEY_CHARS = 32  # a keyed hash is only as strong as its key
+
+
+def _lifecycle_settings(env: Mapping[str, str], defaults: Settings) -> dict[str, Any]:
+    """Retention of finished events, of their dedupe markers, and the erasure index key.
+
+    A marker that expired before the event's data would let a redelivery in as a new
+    event (a second reward), so the dedupe retention may not be the shorter one.
+    """
+    retention = _int(env, "RETENTION_SECONDS", defaults.retention_seconds, low=1)
+    dedupe = _int(env, "DEDUPE_RETENTION_SECONDS", defaults.dedupe_retention_seconds, low=1)
+    if dedupe < retention:
+        raise SettingsError(
+            "DEDUPE_RETENTION_SECONDS",
+            f"must be at least RETENTION_SECONDS ({retention}), got {dedupe}",
+        )
+    key = env.get("ERASURE_KEY", "").strip()
+    if key and len(key) < MIN_ERASURE_KEY_CHARS:
+        raise SettingsError("ERASURE_KEY", f"must be at least {MIN_ERASURE_KEY_CHARS} characters")
+    return {"retention_seconds": retention, "dedupe_retention_seconds": dedupe, "erasure_key": key}

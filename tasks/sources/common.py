@@ -188,7 +188,7 @@ def event_outcome(client: redis.Redis, keys: Keys, event_id: str) -> EventOutcom
     """
     raw_units = client.hget(keys.event(event_id), "units")
     if raw_units is None:
-        return OPEN
+        return _expired_outcome(client, keys, event_id)
     unit_ids: list[str] = json.loads(text(raw_units))
     if not unit_ids:
         return OPEN
@@ -208,6 +208,18 @@ def event_outcome(client: redis.Redis, keys: Keys, event_id: str) -> EventOutcom
     )
     if discarded and not in_progress:
         return EventOutcome("discarded", discarded[0] or "discarded by an operator")
+    return OPEN
+
+
+def _expired_outcome(client: redis.Redis, keys: Keys, event_id: str) -> EventOutcome:
+    """An event whose data expired under retention: its dedupe marker keeps the outcome
+    (``source fingerprint f|d|c``); no marker, nothing known: open."""
+    raw = client.get(keys.seen(event_id))
+    outcome = text(raw).rsplit(" ", 1)[-1] if raw is not None else ""
+    if outcome == "f":
+        return EventOutcome("fulfilled")
+    if outcome == "d":
+        return EventOutcome("discarded", "discarded by an operator")
     return OPEN
 
 

@@ -91,8 +91,23 @@ def token_store(rt_redis: redis.Redis, names: SourceKeys) -> RedisTokenStore:
 
 
 def qualifies(order: PlatformOrder, settings: Settings) -> bool:
-    """The rule: a paid order whose total reaches ``ORDERS_MIN_TOTAL``."""
-    return order.status == "paid" and order.total >= settings.orders_min_total
+    """The rule: a paid order whose total reaches ``ORDERS_MIN_TOTAL``, created within the
+    dedupe horizon (``DEDUPE_RETENTION_SECONDS``): an older order's emitted record may
+    have been pruned (``tasks.bookkeeping``), so emitting it could reward it twice."""
+    return (
+        order.status == "paid"
+        and order.total >= settings.orders_min_total
+        and _within_dedupe_horizon(order.created_at, settings)
+    )
+
+
+def _within_dedupe_horizon(created_at: str, settings: Settings) -> bool:
+    try:
+        when = datetime.strptime(created_at.strip(), SOURCE_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return True  # no readable date: the event id alone dedupes it, as before
+    horizon = datetime.now(UTC) - timedelta(seconds=settings.dedupe_retention_seconds)
+    return when >= horizon
 
 
 def order_event(order: PlatformOrder, settings: Settings) -> RewardEvent | None:

@@ -43,11 +43,13 @@ return 'replayed'
 """
 
 _DISCARD = """
-local letter, index, log = KEYS[1], KEYS[2], KEYS[3]
+local letter, index, log, closing = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local uid, now, actor, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', letter, 'status') ~= 'waiting' then return 'not-waiting' end
 redis.call('HSET', letter, 'status', 'discarded', 'discarded_at', now, 'discard_reason', reason)
 redis.call('ZREM', index, uid)
+-- Handled: retention may now close the event (a waiting letter never expires).
+redis.call('SADD', closing, redis.call('HGET', letter, 'event_id') or '')
 redis.call('RPUSH', log, cjson.encode({action='discard', id=uid, at=tonumber(now), actor=actor,
   reason=reason}))
 return 'discarded'
@@ -196,6 +198,7 @@ class DeadLetters:
                 self._keys.dead_letter(letter_id),
                 self._keys.dead_letters,
                 self._keys.dead_letter_log,
+                self._keys.closing,
             ],
             args=[letter_id, now, actor, reason[:200]],
         )

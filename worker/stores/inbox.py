@@ -30,7 +30,17 @@ _ACCEPT = """
 local event_key, outbox, live, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, source, etype, fp, body = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, stale_at, unit_ids, n = ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local marker, closing = KEYS[5 + n], KEYS[6 + n]
+local subjects, m = ARGV[10 + 2 * n], tonumber(ARGV[11 + 2 * n])
 local seen = redis.call('HMGET', event_key, 'source', 'fingerprint', 'undispatched')
+if not seen[2] then
+  -- The event's data may have expired (retention): its dedupe marker still answers.
+  local mark = redis.call('GET', marker)
+  if mark then
+    local s, f = string.match(mark, '^(%S+) (%S+)')
+    seen = {s, f, '0'}
+  end
+end
 if seen[2] then
   if seen[1] ~= source or seen[2] ~= fp then return 'conflict' end
   if tonumber(seen[3] or '0') > 0 then return 'pending' end
@@ -46,6 +56,17 @@ for i = 1, n do
   redis.call('ZADD', live, stale_at, uid)
   redis.call('XADD', outbox, '*', 'unit', uid)
 end
+if m > 0 then
+  -- Who the event is about (keyed hashes), for erasure; the index lives while the
+  -- customer has an event whose data is kept (retention sets its expiry).
+  redis.call('HSET', event_key, 'subjects', subjects)
+  for j = 1, m do
+    redis.call('SADD', KEYS[6 + n + j], id)
+    redis.call('PERSIST', KEYS[6 + n + j])
+  end
+end
+-- Nothing to fulfil: the event is finished as soon as it is recorded.
+if n == 0 then redis.call('SADD', closing, id) end
 return 'accepted'
 """
 
@@ -92,8 +113,13 @@ class Inbox:
         units: Sequence[UnitSpec],
         now: float,
         stale_after: float,
+        subjects: Sequence[str] = (),
     ) -> InboxOutcome:
         """Atomically claim ``(source, event_id)`` and store the event and its units.
+
+        ``subjects`` are the keyed hashes of the customers the event is about
+        (``personal_data``); the event joins each one's erasure index. An id whose event
+        expired under retention is still claimed, by its dedupe marker.
 
         Raises:
             ReplicaTimeout: too few replicas acknowledged in time (a ``RedisError``); the
@@ -105,6 +131,8 @@ class Inbox:
         unit_ids = [spec.unit_id(event_id) for spec in units]
         keys = [self._keys.event(event_id), self._keys.outbox, self._keys.live]
         keys += [self._keys.events_index] + [self._keys.unit(uid) for uid in unit_ids]
+        keys += [self._keys.seen(event_id), self._keys.closing]
+        keys += [self._keys.subject(digest) for digest in subjects]
         args: list[str | float | int] = [
             event_id,
             source,
@@ -118,6 +146,7 @@ class Inbox:
         ]
         for uid, spec in zip(unit_ids, units, strict=True):
             args += [uid, json.dumps(spec.match, sort_keys=True)]
+        args += [" ".join(subjects), len(subjects)]
         result = self._accept(keys=keys, args=args)
         return InboxOutcome(text(result))
 

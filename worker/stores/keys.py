@@ -66,5 +66,30 @@ class Keys:
         """Sorted set: accepted event ids by acceptance time."""
         return f"{self.prefix}:events"
 
+    def seen(self, event_id: str) -> str:
+        """String: the dedupe marker of a finished event (``source fingerprint outcome``),
+        kept ``DEDUPE_RETENTION_SECONDS`` after the event's own data expired."""
+        return f"{self.prefix}:seen:{event_id}"
+
+    @property
+    def closing(self) -> str:
+        """Set: event ids whose last unit may have just finished, for retention to close."""
+        return f"{self.prefix}:retention:closing"
+
+    @property
+    def retention_cursors(self) -> str:
+        """Hash: where retention's bounded walks of the sources' bookkeeping stopped."""
+        return f"{self.prefix}:retention:cursors"
+
+    def subject(self, digest: str) -> str:
+        """Set: ids of events holding one customer's personal data, named by the keyed
+        hash (HMAC) of their normalised email or Coniq customer id, never in clear."""
+        return f"{self.prefix}:subject:{digest}"
+
+    @property
+    def erasures(self) -> str:
+        """List: the erasure audit log (keyed hashes and counts, never an address)."""
+        return f"{self.prefix}:erasures"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"

@@ -118,6 +118,10 @@ if m > 0 then
   redis.call('HINCRBY', KEYS[5], 'times', 1)
   redis.call('ZADD', KEYS[6], now, uid)
 end
+-- Finished for good: retention may close the event if this was its last open unit.
+if new_state == 'fulfilled' or new_state == 'ignored' then
+  redis.call('SADD', KEYS[7], redis.call('HGET', unit, 'event_id') or '')
+end
 return 1
 """
 
@@ -241,6 +245,7 @@ class Ledger:
                 index or self._keys.live,
                 self._keys.dead_letter(unit_id),
                 self._keys.dead_letters,
+                self._keys.closing,
             ],
             args=[
                 unit_id,
