@@ -16,6 +16,7 @@ is in ``common``.
     console   the operator console's URL and admin token
     rotate-keys  re-seal stored reward codes under the first key of CODE_KEYS
     lanes     provider lanes: state, pause, resume
+    erase     erase one customer's personal data (issue 19)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rewardrelay.commands import (
     connect,
     console,
     dlq,
+    erase,
     lanes,
     relay,
     rotate_keys,
@@ -48,4 +50,5 @@ COMMAND_MODULES = (
     connect,
     console,
     rotate_keys,
+    erase,
 )
