@@ -42,7 +42,8 @@ if not seen[2] then
   end
 end
 if seen[2] then
-  if seen[1] ~= source or seen[2] ~= fp then return 'conflict' end
+  -- A marker keeps the fingerprint's first 128 bits: compare as many as it kept.
+  if seen[1] ~= source or seen[2] ~= string.sub(fp, 1, #seen[2]) then return 'conflict' end
   if tonumber(seen[3] or '0') > 0 then return 'pending' end
   return 'duplicate'
 end
