@@ -18,7 +18,7 @@ import redis
 from celery import Task, shared_task
 
 from tasks.bookkeeping import prune
-from tasks.runtime import WorkerRuntime
+from tasks.runtime import WorkerRuntime, runtime
 from worker.celery_app import RETENTION_TASK
 from worker.stores.retention import Retention, RetentionPolicy
 
@@ -52,6 +52,4 @@ def run_retention(rt: WorkerRuntime, *, now: float | None = None) -> dict[str, A
 )
 def close_finished(self: Task) -> dict[str, Any]:
     """Beat: start the retention period of finished events; keep bookkeeping bounded."""
-    from tasks.fulfill import runtime  # the per-process runtime every task shares
-
     return run_retention(runtime(self))

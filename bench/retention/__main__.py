@@ -43,6 +43,7 @@ from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
 from worker.stores.models import UnitSpec, UnitState
+from worker.stores.outbox import Outbox
 from worker.stores.personal_data import SubjectHasher, subjects_of
 from worker.stores.retention import Retention, RetentionPolicy, stored_bytes
 
@@ -78,7 +79,7 @@ def sample_event(n: int) -> dict[str, Any]:
 
 def accept_all(client: redis.Redis, keys: Keys, count: int) -> list[str]:
     """Accept ``count`` events as the edge does; their unit ids."""
-    inbox = Inbox(client, keys)
+    inbox, outbox = Inbox(client, keys), Outbox(client, keys)
     unit_ids = []
     for n in range(count):
         document = sample_event(n)
@@ -96,7 +97,7 @@ def accept_all(client: redis.Redis, keys: Keys, count: int) -> list[str]:
             subjects=[HASHER.digest(kind, value) for kind, value in found],
         )
         unit_id = f"{document['id']}:0:0"
-        inbox.mark_dispatched(unit_id, time.time())
+        outbox.mark_dispatched(unit_id, time.time())
         unit_ids.append(unit_id)
     client.xtrim(keys.outbox, maxlen=0)  # the relay deletes what it published
     return unit_ids

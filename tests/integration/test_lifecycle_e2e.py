@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tasks.fulfillers import provider_key
+from tasks.providers.adapters import provider_key
 from tests.conftest import TEST_ADMIN_TOKEN
 from tests.integration.conftest import Stack, coniq_reward, internal_grant
 from tests.lifecycle_checks import traces_of

@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 
 from tasks.bookkeeping import prune
-from tasks.providers.orders_platform import PlatformOrder
 from tasks.retention import run_retention
 from tasks.runtime import build_runtime
+from tasks.sources.clients.orders_platform import PlatformOrder
 from tasks.sources.common import SourceKeys, event_outcome
 from tasks.sources.coniq_outbound import SOURCE as CONIQ_OUTBOUND
 from tasks.sources.coniq_outbound import OutboundKeys

@@ -14,6 +14,7 @@ from tests.lifecycle_checks import traces_of
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
 from worker.stores.models import UnitState
+from worker.stores.outbox import Outbox
 from worker.stores.retention import Retention, RetentionPolicy
 
 PROBLEM = "https://rewardrelay.dev/problems/"
@@ -37,9 +38,9 @@ def deliver(client, signed_post, event) -> int:
 
 def fulfil(stores, unit_id: str) -> None:
     """What a worker does for the unit: published (relay), then begun and fulfilled."""
-    _, _, inbox, ledger = stores
+    redis_client, keys, _, ledger = stores
     now = time.time()
-    inbox.mark_dispatched(unit_id, now)
+    Outbox(redis_client, keys).mark_dispatched(unit_id, now)
     begun = ledger.begin(unit_id, now=now, lease_seconds=60.0)
     record = AttemptRecord(attempt=begun.attempt, at=now, mode="submit", outcome="fulfilled")
     assert ledger.finish(

@@ -24,6 +24,7 @@ from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
 from worker.stores.models import UnitSpec, UnitState
+from worker.stores.outbox import Outbox
 from worker.stores.personal_data import SubjectHasher, SubjectKind, subjects_of
 
 ADDRESS = "ada@example.com"
@@ -38,6 +39,11 @@ def keys(key_prefix) -> Keys:
 @pytest.fixture
 def stores(redis_client, keys):
     return Inbox(redis_client, keys), Ledger(redis_client, keys), DeadLetters(redis_client, keys)
+
+
+@pytest.fixture
+def outbox(redis_client, keys) -> Outbox:
+    return Outbox(redis_client, keys)
 
 
 @pytest.fixture
@@ -59,7 +65,9 @@ def grant(event_id: str, email: str, quantity: int = 2, last_name: str = "Lovela
     }
 
 
-def accept(inbox: Inbox, document: dict, source: str, matches: list[dict]) -> InboxOutcome:
+def accept(
+    inbox: Inbox, outbox: Outbox, document: dict, source: str, matches: list[dict]
+) -> InboxOutcome:
     subjects = subjects_of(source, document["type"], document)
     outcome = inbox.accept(
         event_id=document["id"],
@@ -73,7 +81,7 @@ def accept(inbox: Inbox, document: dict, source: str, matches: list[dict]) -> In
         subjects=[HASHER.digest(kind, value) for kind, value in subjects],
     )
     for i in range(len(matches)):  # what the relay does once it has published them
-        inbox.mark_dispatched(f"{document['id']}:0:{i}", time.time())
+        outbox.mark_dispatched(f"{document['id']}:0:{i}", time.time())
     return outcome
 
 
@@ -88,12 +96,12 @@ def finish(ledger: Ledger, unit_id: str, state: UnitState, **extra) -> None:
 
 
 @pytest.fixture
-def ada_and_bob(redis_client, keys, stores) -> None:
+def ada_and_bob(redis_client, keys, stores, outbox) -> None:
     """Ada: a grant of two units (one fulfilled, one dead-lettered and discarded with her
     address in the operator's reason), a Coniq customer.updated (ignored), a queued
     Coniq loop-back record and an Ignico rejection note naming her. Bob: one grant."""
     inbox, ledger, letters = stores
-    assert accept(inbox, grant("evt_ada", "Ada@Example.com"), "internal", [{}, {}]) is (
+    assert accept(inbox, outbox, grant("evt_ada", "Ada@Example.com"), "internal", [{}, {}]) is (
         InboxOutcome.ACCEPTED
     )
     finish(ledger, "evt_ada:0:0", UnitState.FULFILLED, fields={"provider_ref": "ifg-1"})
@@ -108,11 +116,11 @@ def ada_and_bob(redis_client, keys, stores) -> None:
         "data": {"id": "cus_9", "email": ADDRESS, "first_name": "Ada"},
     }
     scalars = {"id": "cus_9", "email": ADDRESS, "first_name": "Ada"}
-    accept(inbox, customer, "coniq", [scalars])
+    accept(inbox, outbox, customer, "coniq", [scalars])
     finish(ledger, "evt_cus:0:0", UnitState.IGNORED)
     redis_client.sadd(OutboundKeys(keys, CONIQ_OUTBOUND).pending, "evt_ada:0:0")
     redis_client.hset(SourceKeys(keys, "ignico").rejected, "evt_ada", f"mail {ADDRESS} bounced")
-    accept(inbox, grant("evt_bob", "bob@example.com", 1, "Byron"), "internal", [{}])
+    accept(inbox, outbox, grant("evt_bob", "bob@example.com", 1, "Byron"), "internal", [{}])
 
 
 @pytest.mark.usefixtures("ada_and_bob")
@@ -143,12 +151,14 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_redis_value(redis_client,
 
 
 @pytest.mark.usefixtures("ada_and_bob")
-def test_a_redelivery_after_erasure_is_still_a_duplicate(redis_client, keys, stores, erasure):
+def test_a_redelivery_after_erasure_is_still_a_duplicate(
+    redis_client, keys, stores, erasure, outbox
+):
     # given Ada's data erased
     inbox, _, _ = stores
     erasure.erase(SubjectKind.EMAIL, ADDRESS, actor="test")
     # when her grant is delivered again, byte for byte
-    outcome = accept(inbox, grant("evt_ada", "Ada@Example.com"), "internal", [{}, {}])
+    outcome = accept(inbox, outbox, grant("evt_ada", "Ada@Example.com"), "internal", [{}, {}])
     # then it is a duplicate and nothing of hers is stored again
     assert outcome is InboxOutcome.DUPLICATE
     assert traces_of(redis_client, keys.prefix, ADDRESS) == []
@@ -180,13 +190,13 @@ def test_erasing_by_coniq_customer_id_also_removes_the_address_that_event_carrie
 
 
 def test_units_in_flight_refuse_the_erasure_and_nothing_is_erased(
-    redis_client, keys, stores, erasure
+    redis_client, keys, stores, erasure, outbox
 ):
     # given one of Eve's events fulfilled and another still pending
     inbox, ledger, _ = stores
-    accept(inbox, grant("evt_e1", "eve@example.com", 1), "internal", [{}])
+    accept(inbox, outbox, grant("evt_e1", "eve@example.com", 1), "internal", [{}])
     finish(ledger, "evt_e1:0:0", UnitState.FULFILLED)
-    accept(inbox, grant("evt_e2", "eve@example.com", 1), "internal", [{}])
+    accept(inbox, outbox, grant("evt_e2", "eve@example.com", 1), "internal", [{}])
     # when her erasure is asked for
     with pytest.raises(InFlightError) as refused:
         erasure.erase(SubjectKind.EMAIL, "eve@example.com", actor="test")
