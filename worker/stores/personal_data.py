@@ -77,7 +77,8 @@ class SubjectHasher:
 
     def digest(self, kind: SubjectKind, value: str) -> str:
         message = f"{kind.value}:{normalise(kind, value)}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:DIGEST_BYTES].hex()
+        # hmac.digest: the one-shot C path, a few microseconds less per call at the edge.
+        return hmac.digest(self._key, message, "sha256")[:DIGEST_BYTES].hex()
 
 
 @functools.lru_cache(maxsize=8)
