@@ -42,7 +42,7 @@ from worker.stores import ledger as ledger_module
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 from worker.stores.outbox import Outbox
 from worker.stores.personal_data import SubjectHasher, subjects_of
 from worker.stores.retention import Retention, RetentionPolicy, stored_bytes
@@ -97,7 +97,7 @@ def accept_all(client: redis.Redis, keys: Keys, count: int) -> list[str]:
             subjects=[HASHER.digest(kind, value) for kind, value in found],
         )
         unit_id = f"{document['id']}:0:0"
-        outbox.mark_dispatched(unit_id, time.time())
+        outbox.mark_dispatched([unit_id], time.time())
         unit_ids.append(unit_id)
     client.xtrim(keys.outbox, maxlen=0)  # the relay deletes what it published
     return unit_ids
@@ -112,8 +112,8 @@ def fulfil_all(client: redis.Redis, ledger: Ledger, unit_ids: list[str]) -> floa
         record = AttemptRecord(
             attempt=taken.attempt,
             at=round(time.time(), 3),
-            mode="submit",
-            outcome="fulfilled",
+            mode=taken.decision,
+            outcome=AttemptOutcome.FULFILLED,
             duration_ms=42,
             task_id=str(uuid.uuid4()),
         )

@@ -40,7 +40,7 @@ def fulfil(stores, unit_id: str) -> None:
     """What a worker does for the unit: published (relay), then begun and fulfilled."""
     redis_client, keys, _, ledger = stores
     now = time.time()
-    Outbox(redis_client, keys).mark_dispatched(unit_id, now)
+    Outbox(redis_client, keys).mark_dispatched([unit_id], now)
     begun = ledger.begin(unit_id, now=now, lease_seconds=60.0)
     record = AttemptRecord(attempt=begun.attempt, at=now, mode="submit", outcome="fulfilled")
     assert ledger.finish(

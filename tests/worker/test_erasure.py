@@ -80,8 +80,8 @@ def accept(
         stale_after=45.0,
         subjects=[HASHER.digest(kind, value) for kind, value in subjects],
     )
-    for i in range(len(matches)):  # what the relay does once it has published them
-        outbox.mark_dispatched(f"{document['id']}:0:{i}", time.time())
+    # what the relay does once it has published them
+    outbox.mark_dispatched([f"{document['id']}:0:{i}" for i in range(len(matches))], time.time())
     return outcome
 
 
