@@ -213,3 +213,21 @@ def test_an_unknown_customer_erases_nothing_and_is_still_audited(redis_client, k
     # then
     assert set(report.counts.values()) == {0}
     assert len(erasure.audit_log()) == 1
+
+
+def test_another_person_the_event_names_keeps_their_index_entry(
+    redis_client, keys, stores, erasure, outbox
+):
+    # given a grant for Ada that also names a referrer
+    inbox, ledger, _ = stores
+    document = grant("evt_ref", ADDRESS, 1)
+    document["data"]["referrer"] = {"email": "ref@example.com"}
+    accept(inbox, outbox, document, "internal", [{}])
+    finish(ledger, "evt_ref:0:0", UnitState.FULFILLED)
+    referrer = HASHER.digest(SubjectKind.EMAIL, "ref@example.com")
+    # when Ada is erased
+    erasure.erase(SubjectKind.EMAIL, ADDRESS, actor="test")
+    # then the event still lists the referrer (retention expires their index with it)
+    assert redis_client.hget(keys.event("evt_ref"), "subjects") == referrer.encode()
+    assert redis_client.sismember(keys.subject(referrer), "evt_ref")
+    assert not redis_client.exists(keys.subject(HASHER.digest(SubjectKind.EMAIL, ADDRESS)))

@@ -141,7 +141,7 @@ class Erasure:
         late: dict[str, str] = {}  # units replayed between the check and their erasure
         for event_id in event_ids:
             try:
-                erased_units += self._erase_event(event_id, needles, counts)
+                erased_units += self._erase_event(event_id, digest, needles, counts)
                 erased_events.append(event_id)
             except InFlightError as exc:
                 late.update(exc.units)
@@ -176,7 +176,9 @@ class Erasure:
         states = [text(raw) if raw is not None else "" for raw in pipe.execute()]
         return {uid: state for uid, state in zip(unit_ids, states, strict=True) if _open(state)}
 
-    def _erase_event(self, event_id: str, needles: set[str], counts: Counter[str]) -> list[str]:
+    def _erase_event(
+        self, event_id: str, digest: str, needles: set[str], counts: Counter[str]
+    ) -> list[str]:
         """Redact one event and its units atomically (WATCH: a unit replayed meanwhile
         is caught and refuses). Returns the event's unit ids ([] if it expired)."""
         event_key = self._keys.event(event_id)
@@ -207,7 +209,12 @@ class Erasure:
                     pipe.multi()
                     step: Counter[str] = Counter()
                     pipe.hset(event_key, "body", json.dumps(redact_body(body, local)))
-                    pipe.hdel(event_key, "subjects")
+                    # Others the event named keep their index entry (retention expires it).
+                    others = [d for d in raw_event.get("subjects", "").split() if d != digest]
+                    if others:
+                        pipe.hset(event_key, "subjects", " ".join(others))
+                    else:
+                        pipe.hdel(event_key, "subjects")
                     step["events"] += 1
                     for uid, unit, history, letter in zip(
                         unit_ids, units, attempts, letters, strict=True
