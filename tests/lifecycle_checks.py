@@ -4,17 +4,24 @@ holds."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def everything_under(client: redis.Redis, prefix: str) -> dict[str, str]:
     """Key name → all of its content (members, fields, values, stream entries) as text."""
     out: dict[str, str] = {}
     for raw_key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        key = raw_key.decode()
-        kind = client.type(key).decode()
+        key = _text(raw_key)
+        kind = _text(client.type(key))
+        parts: list[Any]
         if kind == "string":
-            parts: list[bytes] = [client.get(key) or b""]
+            parts = [client.get(key) or b""]
         elif kind == "hash":
             parts = [item for pair in client.hgetall(key).items() for item in pair]
         elif kind == "list":
@@ -22,14 +29,13 @@ def everything_under(client: redis.Redis, prefix: str) -> dict[str, str]:
         elif kind == "set":
             parts = list(client.smembers(key))
         elif kind == "zset":
-            parts = [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+            parts = list(client.zrange(key, 0, -1))
         elif kind == "stream":
-            parts = [
-                item for _, fields in client.xrange(key) for pair in fields.items() for item in pair
-            ]
+            entries: list[Any] = client.xrange(key) or []
+            parts = [item for _, fields in entries for pair in fields.items() for item in pair]
         else:
             raise AssertionError(f"unexpected type {kind} for {key}")
-        out[key] = "\n".join(part.decode(errors="replace") for part in parts)
+        out[key] = "\n".join(_text(part) for part in parts)
     return out
 
 

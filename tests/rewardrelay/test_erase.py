@@ -14,7 +14,7 @@ from worker.config import Settings
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 from worker.stores.personal_data import SubjectKind, hasher_for
 
 ADDRESS = "grace@example.com"
@@ -50,7 +50,9 @@ def test_erase_prints_the_counts_and_leaves_no_trace(store_env, redis_client, ca
     unit_id = accept(redis_client, keys, "evt_cli")
     ledger = Ledger(redis_client, keys)
     begun = ledger.begin(unit_id, now=time.time(), lease_seconds=60)
-    record = AttemptRecord(attempt=1, at=time.time(), mode="submit", outcome="fulfilled")
+    record = AttemptRecord(
+        attempt=1, at=time.time(), mode=begun.decision, outcome=AttemptOutcome.FULFILLED
+    )
     ledger.finish(unit_id, 1, UnitState.FULFILLED, record, now=time.time(), next_check_at=None)
     assert begun.attempt == 1
     # when

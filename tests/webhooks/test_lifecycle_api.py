@@ -13,7 +13,7 @@ import pytest
 from tests.lifecycle_checks import traces_of
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitState
+from worker.stores.models import AttemptOutcome, UnitState
 from worker.stores.outbox import Outbox
 from worker.stores.retention import Retention, RetentionPolicy
 
@@ -42,7 +42,9 @@ def fulfil(stores, unit_id: str) -> None:
     now = time.time()
     Outbox(redis_client, keys).mark_dispatched([unit_id], now)
     begun = ledger.begin(unit_id, now=now, lease_seconds=60.0)
-    record = AttemptRecord(attempt=begun.attempt, at=now, mode="submit", outcome="fulfilled")
+    record = AttemptRecord(
+        attempt=begun.attempt, at=now, mode=begun.decision, outcome=AttemptOutcome.FULFILLED
+    )
     assert ledger.finish(
         unit_id,
         begun.attempt,

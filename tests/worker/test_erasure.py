@@ -23,7 +23,7 @@ from worker.stores.erasure import Erasure, InFlightError
 from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 from worker.stores.outbox import Outbox
 from worker.stores.personal_data import SubjectHasher, SubjectKind, subjects_of
 
@@ -85,11 +85,22 @@ def accept(
     return outcome
 
 
+# How an attempt that ends a unit in each state is recorded.
+ENDING = {
+    UnitState.FULFILLED: AttemptOutcome.FULFILLED,
+    UnitState.IGNORED: AttemptOutcome.IGNORED,
+    UnitState.DEAD_LETTERED: AttemptOutcome.DEAD_LETTER,
+    UnitState.UNROUTABLE: AttemptOutcome.UNROUTABLE,
+}
+
+
 def finish(ledger: Ledger, unit_id: str, state: UnitState, **extra) -> None:
     now = time.time()
     begun = ledger.begin(unit_id, now=now, lease_seconds=60.0)
     assert begun.decision.proceeds
-    record = AttemptRecord(attempt=begun.attempt, at=now, mode="submit", outcome=state.value)
+    record = AttemptRecord(
+        attempt=begun.attempt, at=now, mode=begun.decision, outcome=ENDING[state]
+    )
     assert ledger.finish(
         unit_id, begun.attempt, state, record, now=now, next_check_at=None, **extra
     )

@@ -16,7 +16,7 @@ from worker.stores.dead_letters import DeadLetters
 from worker.stores.inbox import Inbox, InboxOutcome
 from worker.stores.keys import Keys
 from worker.stores.ledger import AttemptRecord, Ledger
-from worker.stores.models import UnitSpec, UnitState
+from worker.stores.models import AttemptOutcome, UnitSpec, UnitState
 from worker.stores.retention import CloseResult, Retention, RetentionPolicy, stored_bytes
 
 LEASE = 60.0
@@ -54,11 +54,22 @@ def accept(inbox: Inbox, event_id: str = EVENT_ID, units: int = 2, **extra) -> I
     )
 
 
+# How an attempt that ends a unit in each state is recorded.
+ENDING = {
+    UnitState.FULFILLED: AttemptOutcome.FULFILLED,
+    UnitState.IGNORED: AttemptOutcome.IGNORED,
+    UnitState.DEAD_LETTERED: AttemptOutcome.DEAD_LETTER,
+    UnitState.UNROUTABLE: AttemptOutcome.UNROUTABLE,
+}
+
+
 def finish(ledger: Ledger, unit_id: str, state: UnitState, **extra) -> None:
     now = time.time()
     begun = ledger.begin(unit_id, now=now, lease_seconds=LEASE)
     assert begun.decision.proceeds
-    record = AttemptRecord(attempt=begun.attempt, at=now, mode="submit", outcome=state.value)
+    record = AttemptRecord(
+        attempt=begun.attempt, at=now, mode=begun.decision, outcome=ENDING[state]
+    )
     assert ledger.finish(
         unit_id, begun.attempt, state, record, now=now, next_check_at=None, **extra
     )
@@ -142,7 +153,8 @@ def test_a_waiting_dead_letter_keeps_its_event_until_discarded(redis_client, key
     assert letters.discard(f"{EVENT_ID}:0:0", now=time.time(), reason="customer left")
     # then the discard queued the event and retention closes it as discarded
     assert keeper.close_waiting(now=time.time()) == {"discarded": 1}
-    assert keeper.marker(EVENT_ID).outcome is CloseResult.DISCARDED
+    marker = keeper.marker(EVENT_ID)
+    assert marker is not None and marker.outcome is CloseResult.DISCARDED
     assert redis_client.ttl(keys.dead_letter(f"{EVENT_ID}:0:0")) in (0, 1)
 
 
