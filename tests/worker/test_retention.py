@@ -204,3 +204,20 @@ def test_a_customers_index_expires_with_the_last_of_their_open_events(redis_clie
     # and a new event of the customer makes it permanent again while open
     accept(inbox, "evt_c", units=1, subjects=["d1"])
     assert redis_client.ttl(keys.subject("d1")) == -1
+
+
+def test_a_replayed_dead_letter_expires_once_its_unit_is_fulfilled(redis_client, keys, stores):
+    # given a one-unit event whose unit was dead-lettered, then replayed by an operator
+    inbox, ledger, letters = stores
+    accept(inbox, units=1)
+    unit_id = f"{EVENT_ID}:0:0"
+    letter = {"id": unit_id, "event_id": EVENT_ID, "status": "waiting"}
+    finish(ledger, unit_id, UnitState.DEAD_LETTERED, dead_letter=letter)
+    assert letters.replay(unit_id, now=time.time()).value == "replayed"
+    keeper = retention(redis_client, keys)
+    assert keeper.close_waiting(now=time.time()) == {}  # nothing queued it yet
+    # when the replayed unit is fulfilled
+    finish(ledger, unit_id, UnitState.FULFILLED)
+    # then the event closes, the handled letter expiring with it
+    assert keeper.close_waiting(now=time.time()) == {"fulfilled": 1}
+    assert redis_client.ttl(keys.dead_letter(unit_id)) in (0, 1)
