@@ -4,6 +4,8 @@
         200  counts of what was erased, by record kind (the subject as its keyed hash)
         409  some of the customer's units are still in flight: named, nothing erased
         422  neither or both of email / customer_id, or not a usable value
+        (the body is read by ``jsonbody.read_admin_body``: 400 / 415 as for every
+        admin body)
 
 The address travels in the request body only (never the URL, so no access log holds it),
 and no log line, answer or audit entry repeats it: they name the customer by the keyed
@@ -17,27 +19,63 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from tasks.bookkeeping import side_records
 from webhooks.admin import require_admin
 from webhooks.context import edge_context
 from webhooks.errors import ProblemError
-from worker.stores.erasure import COUNTED, Erasure, InFlightError
+from webhooks.jsonbody import read_admin_body
+from webhooks.schemas import MAX_EMAIL_CHARS, MAX_TEXT_CHARS
+from worker.stores.erasure import Erasure, InFlightError
 from worker.stores.personal_data import SubjectKind, hasher_for
 
-__all__ = ["bp", "MAX_SUBJECT_CHARS"]
+__all__ = ["ErasureSchema", "bp"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("erasures", __name__)
-MAX_SUBJECT_CHARS = 320  # the longest email address RFC 5321 allows
+
+
+class CustomerIdField(fields.Field[str]):
+    """Coniq's customer id: a non-blank string or an integer, loaded as a string."""
+
+    default_error_messages = {"invalid": "Must be a non-empty string or an integer."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise self.make_error("invalid")
+        text = str(value)
+        if not text.strip():
+            raise self.make_error("invalid")
+        return text
+
+
+class ErasureSchema(Schema):
+    """``POST /erasures``: exactly one of ``email`` or ``customer_id``."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = fields.Email(validate=validate.Length(max=MAX_EMAIL_CHARS))
+    customer_id = CustomerIdField(validate=validate.Length(max=MAX_TEXT_CHARS))
+
+    @validates_schema
+    def _exactly_one(self, data: dict[str, Any], **_: Any) -> None:
+        if len(data) != 1:
+            raise ValidationError("Give exactly one of email or customer_id.", "email")
+
+
+_ERASURE = ErasureSchema()
 
 
 @bp.post("/erasures")
 @require_admin
 def create_erasure() -> ResponseReturnValue:
-    kind, value = _subject(request.get_json(silent=True))
+    body = read_admin_body(_ERASURE, empty=None)
+    kind = SubjectKind.EMAIL if "email" in body else SubjectKind.CUSTOMER_ID
+    value = str(body[kind.value])
     ctx = edge_context()
     erasure = Erasure(ctx.redis, ctx.keys, hasher_for(ctx.settings), side_records(ctx.keys))
     try:
@@ -58,124 +96,3 @@ def create_erasure() -> ResponseReturnValue:
         ) from None
     log.info("erasure %s done: %s", report.subject[:12], report.counts)
     return jsonify(report.to_dict())
-
-
-def _subject(body: Any) -> tuple[SubjectKind, str]:
-    """The one subject named by the body.
-
-    Raises:
-        ProblemError: 400 not a JSON object; 422 neither or both fields, or a bad value.
-    """
-    if not isinstance(body, dict):
-        raise ProblemError(400, "invalid-body", 'The body must be a JSON object: {"email": ...}.')
-    given = [kind for kind in SubjectKind if kind.value in body]
-    unknown = sorted(set(body) - {kind.value for kind in SubjectKind})
-    if len(given) != 1 or unknown:
-        raise ProblemError(
-            422,
-            "validation-failed",
-            "Give exactly one of email or customer_id.",
-            errors={name: ["unknown field"] for name in unknown}
-            or {"email": ["give exactly one of email or customer_id"]},
-        )
-    kind = given[0]
-    raw = body[kind.value]
-    if kind is SubjectKind.CUSTOMER_ID and isinstance(raw, int) and not isinstance(raw, bool):
-        raw = str(raw)
-    problem = _value_problem(kind, raw)
-    if problem:
-        raise ProblemError(
-            422, "validation-failed", f"{kind.value} {problem}.", errors={kind.value: [problem]}
-        )
-    return kind, str(raw)
-
-
-def _value_problem(kind: SubjectKind, raw: Any) -> str:
-    if not isinstance(raw, str) or not raw.strip():
-        return "must be a non-empty string"
-    if len(raw) > MAX_SUBJECT_CHARS:
-        return f"must be at most {MAX_SUBJECT_CHARS} characters"
-    if kind is SubjectKind.EMAIL and "@" not in raw:
-        return "must be an email address"
-    return ""
-
-
-def _describe() -> None:
-    """Add ``POST /erasures`` to ``/openapi.json``."""
-    from webhooks import openapi
-
-    counts = {name: {"type": "integer"} for name in COUNTED}
-    openapi.SCHEMAS.update(
-        {
-            "Erasure": {
-                "type": "object",
-                "description": "What one erasure changed, by record kind. The customer is"
-                " named by the keyed hash of their address, never in clear.",
-                "properties": {
-                    "subject": {"type": "string", "description": "HMAC-SHA256 (128 bits, hex)"},
-                    "kind": {"type": "string", "enum": [k.value for k in SubjectKind]},
-                    "at": {"type": "number"},
-                    **counts,
-                },
-            }
-        }
-    )
-    openapi.PATHS.update(
-        {
-            "/erasures": {
-                "post": {
-                    "summary": "Erase one customer's personal data (events, units, attempts,"
-                    " dead letters, source progress, the Coniq loop-back queue); ids, states"
-                    " and provider references stay for audit and dedupe.",
-                    "tags": ["admin"],
-                    "security": [{"adminToken": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "description": "Exactly one of email or customer_id"
-                                    " (Coniq's customer id).",
-                                    "properties": {
-                                        "email": {
-                                            "type": "string",
-                                            "maxLength": MAX_SUBJECT_CHARS,
-                                        },
-                                        "customer_id": {
-                                            "oneOf": [
-                                                {
-                                                    "type": "string",
-                                                    "maxLength": MAX_SUBJECT_CHARS,
-                                                },
-                                                {"type": "integer"},
-                                            ]
-                                        },
-                                    },
-                                    "additionalProperties": False,
-                                    "minProperties": 1,
-                                    "maxProperties": 1,
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": openapi.json_response("What was erased.", openapi.ref("Erasure")),
-                        "400": openapi.problem_response("Not a JSON object.", "invalid-body"),
-                        "401": openapi.problem_response(
-                            "Missing or wrong admin token.", "unauthorized"
-                        ),
-                        "409": openapi.problem_response(
-                            "Units still in flight (named in errors.units); nothing erased.",
-                            "units-in-flight",
-                        ),
-                        "422": openapi.problem_response("Bad subject.", "validation-failed"),
-                        "503": openapi.problem_response("Store down.", "store-unavailable"),
-                    },
-                }
-            }
-        }
-    )
-
-
-_describe()

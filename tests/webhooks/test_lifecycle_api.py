@@ -11,6 +11,8 @@ import time
 import pytest
 
 from tests.lifecycle_checks import traces_of
+from webhooks.erasures import ErasureSchema
+from webhooks.schemas import MAX_EMAIL_CHARS, MAX_TEXT_CHARS
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import AttemptRecord, Ledger
 from worker.stores.models import AttemptOutcome, UnitState
@@ -96,10 +98,11 @@ def test_erasure_refuses_with_409_while_a_unit_is_in_flight_then_erases(
         ({"email": ADDRESS, "customer_id": "1"}, 422, "email"),
         ({"email": "not-an-address"}, 422, "email"),
         ({"email": ""}, 422, "email"),
-        ({"email": "a@" + "b" * 400}, 422, "email"),
+        ({"email": "a@" + "b" * 300 + ".com"}, 422, "email"),
         ({"customer_id": True}, 422, "customer_id"),
+        ({"customer_id": " "}, 422, "customer_id"),
         ({"phone": "123"}, 422, "phone"),
-        (["email"], 400, None),
+        (["email"], 422, "body"),
     ],
 )
 def test_a_bad_erasure_request_is_a_typed_problem(client, admin, body, status, field):
@@ -108,8 +111,14 @@ def test_a_bad_erasure_request_is_a_typed_problem(client, admin, body, status, f
     # then
     assert response.status_code == status
     assert response.mimetype == "application/problem+json"
-    if field:
-        assert field in response.json["errors"]
+    assert field in response.json["errors"]
+    assert ADDRESS not in response.get_data(as_text=True)  # refusals never echo it
+
+
+def test_an_erasure_without_a_json_body_is_refused_like_any_admin_body(client, admin):
+    assert client.post("/erasures", headers=admin).status_code == 400
+    form = client.post("/erasures", data={"email": ADDRESS}, headers=admin)
+    assert form.status_code == 415
 
 
 def test_erasure_needs_the_admin_token(client):
@@ -118,8 +127,14 @@ def test_erasure_needs_the_admin_token(client):
 
 def test_erasure_is_in_the_api_description(client):
     paths = client.get("/openapi.json").json["paths"]
-    assert set(paths["/erasures"]["post"]["responses"]) >= {"200", "409", "422"}
+    erasure = paths["/erasures"]["post"]
+    assert set(erasure["responses"]) >= {"200", "400", "401", "409", "415", "422"}
     assert "410" in paths["/fulfillments/{event_id}"]["get"]["responses"]
+    # and the limits it states are the ones the schema enforces
+    body = erasure["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == set(ErasureSchema().fields)
+    assert body["properties"]["email"]["maxLength"] == MAX_EMAIL_CHARS
+    assert body["properties"]["customer_id"]["oneOf"][0]["maxLength"] == MAX_TEXT_CHARS
 
 
 def test_an_expired_event_answers_410_and_its_redelivery_is_a_duplicate(
