@@ -11,6 +11,7 @@
     rewardrelay check      settings, rules, Redis, broker and provider reachability
     rewardrelay connect    authorize access to a reward source once (orders-platform)
     rewardrelay console    the operator console's URL and admin token
+    rewardrelay erase      erase one customer's personal data (from the store)
 
 Each command lives in its own module under ``rewardrelay.commands``. The client commands
 (``send``, ``status``, ``dlq``, ``check``, ``console``) talk to the HTTP API and need no

@@ -17,8 +17,6 @@ import argparse
 import json
 import time
 
-import redis
-
 from rewardrelay.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -44,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    # Imported here: the other commands start without Redis or the stores (test_send).
+    import redis
+
     from tasks.bookkeeping import side_records
     from worker.stores.erasure import Erasure, InFlightError
     from worker.stores.keys import Keys
