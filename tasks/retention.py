@@ -20,13 +20,15 @@ from celery import Task, shared_task
 from tasks.bookkeeping import prune
 from tasks.runtime import WorkerRuntime, runtime
 from worker.celery_app import RETENTION_TASK
-from worker.stores.retention import Retention, RetentionPolicy
+from worker.stores.retention import CloseResult, Retention, RetentionPolicy
 
 __all__ = ["CLOSE_BATCH", "close_finished", "run_retention"]
 
 log = logging.getLogger(__name__)
 
 CLOSE_BATCH = 1_000  # events closed per run at most; the rest wait for the next run
+# What close_waiting counts as closed by this run (the others were open, gone or done).
+CLOSED_NOW = frozenset(result.name.lower() for result in CloseResult if result.closed_now)
 REQUEUE_BATCH = 200  # not-yet-closed events re-checked per run (those from before retention)
 
 
@@ -42,13 +44,18 @@ def run_retention(rt: WorkerRuntime, *, now: float | None = None) -> dict[str, A
     except redis.RedisError as exc:
         report["stopped"] = f"redis: {type(exc).__name__}"
         log.warning("retention stopped early: %s", report["stopped"])
-    if report.get("closed") or report.get("pruned"):
-        log.info("retention run: closed=%s pruned=%s", report["closed"], report["pruned"])
+    closed = {name: n for name, n in report.get("closed", {}).items() if name in CLOSED_NOW}
+    if closed or report.get("pruned"):  # a run that only looked at open events is routine
+        log.info("retention run: closed=%s pruned=%s", closed, report.get("pruned", {}))
     return report
 
 
 @shared_task(  # type: ignore[untyped-decorator]
-    name=RETENTION_TASK, bind=True, ignore_result=True
+    # No task events: a run every few seconds would fill Flower's task list (as the sweep).
+    name=RETENTION_TASK,
+    bind=True,
+    ignore_result=True,
+    send_events=False,
 )
 def close_finished(self: Task) -> dict[str, Any]:
     """Beat: start the retention period of finished events; keep bookkeeping bounded."""

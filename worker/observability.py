@@ -20,7 +20,7 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 
-from worker.celery_app import LANES_TICK_TASK, SWEEP_TASK
+from worker.celery_app import LANES_TICK_TASK, RETENTION_TASK, SWEEP_TASK
 from worker.config import Settings
 from worker.stores.models import Unit
 
@@ -103,10 +103,10 @@ class TextFormatter(logging.Formatter):
         return f"{base} {context}".rstrip()
 
 
-# Tasks that run every few seconds whatever happens (beat's sweep, the lanes' tick):
-# Celery's lines about each run ("Sending due task", "received", "succeeded") are
-# routine, not news.
-ROUTINE_TASKS = frozenset({SWEEP_TASK, LANES_TICK_TASK})
+# Tasks that run every few seconds whatever happens (beat's sweep, the lanes' tick,
+# retention's closing): Celery's lines about each run ("Sending due task", "received",
+# "succeeded") are routine, not news.
+ROUTINE_TASKS = frozenset({SWEEP_TASK, LANES_TICK_TASK, RETENTION_TASK})
 
 
 class _RoutineTasksAtDebug(logging.Filter):
