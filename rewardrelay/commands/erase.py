@@ -46,6 +46,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     import redis
 
     from tasks.bookkeeping import side_records
+    from worker.redis_connect import redis_client
     from worker.stores.erasure import Erasure, InFlightError
     from worker.stores.keys import Keys
     from worker.stores.personal_data import SubjectKind, hasher_for
@@ -57,7 +58,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if not value.strip() or (kind is SubjectKind.EMAIL and "@" not in value):
         option = "--" + kind.value.replace("_", "-")
         raise CommandError(f"erase: {option} is not an email address or id", EXIT_USAGE)
-    client = redis.Redis.from_url(
+    client = redis_client(
         settings.redis_url,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,

@@ -130,6 +130,8 @@ def ada_and_bob(redis_client, keys, stores, outbox) -> None:
     accept(inbox, outbox, customer, "coniq", [scalars])
     finish(ledger, "evt_cus:0:0", UnitState.IGNORED)
     redis_client.sadd(OutboundKeys(keys, CONIQ_OUTBOUND).pending, "evt_ada:0:0")
+    reveal = {"action": "reveal", "unit_id": "evt_ada:0:0", "actor": "op", "reason": ADDRESS}
+    redis_client.rpush(keys.code_reveals, json.dumps(reveal))
     redis_client.hset(SourceKeys(keys, "ignico").rejected, "evt_ada", f"mail {ADDRESS} bounced")
     accept(inbox, outbox, grant("evt_bob", "bob@example.com", 1, "Byron"), "internal", [{}])
 
@@ -148,6 +150,7 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_redis_value(redis_client,
     assert report.counts["events"] == 2
     assert report.counts["units"] == 1  # the customer.updated unit matched on her email
     assert report.counts["dead_letters"] == 1 and report.counts["dead_letter_log"] == 1
+    assert report.counts["code_reveal_log"] == 1
     assert report.counts["source_progress"] == 1 and report.counts["coniq_loopback"] == 1
     assert report.counts["index_entries"] == 2
     # and ids, states, provider references and the reward lines stay for audit

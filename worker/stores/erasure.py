@@ -7,7 +7,8 @@ erasure reads only that customer's records, never the whole store. For each even
 
 * the body keeps its envelope and reward lines only (``redact_body``); units keep their
   ids, states, provider references and routing keys, not fields about the person;
-* attempt histories, dead letters and the dead-letter audit log are redacted by design;
+* attempt histories, dead letters and the audit logs (dead letters, code reveals) are
+  redacted by design;
   any value that still contains the address is rewritten all the same;
 * the sources' bookkeeping and the Coniq loop-back queue (``SideRecord``, described by
   the tasks layer) are checked the same way; a loop-back record still queued is dropped:
@@ -95,6 +96,7 @@ COUNTED = (
     "attempts",
     "dead_letters",
     "dead_letter_log",
+    "code_reveal_log",
     "source_progress",
     "coniq_loopback",
     "index_entries",
@@ -146,7 +148,13 @@ class Erasure:
             except InFlightError as exc:
                 late.update(exc.units)
         self._erase_side_records(erased_events, erased_units, needles, counts)
-        counts["dead_letter_log"] += self._scrub_audit_log(set(erased_units), needles)
+        units = set(erased_units)
+        counts["dead_letter_log"] += self._scrub_log(
+            self._keys.dead_letter_log, "id", units, needles
+        )
+        counts["code_reveal_log"] += self._scrub_log(
+            self._keys.code_reveals, "unit_id", units, needles
+        )
         if not late:
             self._redis.delete(index)
         elif erased_events:  # keep the index for what is left to erase
@@ -288,18 +296,19 @@ class Erasure:
                     self._redis.hset(record.key, member, clean)
                     counts[record.label] += 1
 
-    def _scrub_audit_log(self, unit_ids: set[str], needles: set[str]) -> int:
-        """Rewrite the customer's entries of the dead-letter audit log (operators' free-text
-        reasons) that contain their address; walked in chunks."""
+    def _scrub_log(self, log_key: str, id_field: str, unit_ids: set[str], needles: set[str]) -> int:
+        """Rewrite the customer's entries of an audit log (the dead-letter log, the code
+        reveal log: operators' free-text reasons) that contain their address; walked in
+        chunks."""
         if not unit_ids or not needles:
             return 0
-        log_key, changed, start = self._keys.dead_letter_log, 0, 0
+        changed, start = 0, 0
         while True:
             chunk = self._redis.lrange(log_key, start, start + AUDIT_LOG_CHUNK - 1)
             for offset, raw in enumerate(chunk):
                 entry = text(raw)
                 try:
-                    about = str(json.loads(entry).get("id", ""))
+                    about = str(json.loads(entry).get(id_field, ""))
                 except (ValueError, AttributeError):
                     about = ""
                 if about in unit_ids and (clean := scrub_text(entry, needles)) is not None:
