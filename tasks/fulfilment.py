@@ -30,6 +30,7 @@ from tasks.http.errors import (
     RateLimitedError,
     UnknownOutcomeError,
 )
+from tasks.http.redaction import redact_message
 from tasks.providers.adapters import ProviderResult, Recipient, ResultKind, provider_key
 from tasks.routing import Route
 from tasks.runtime import WorkerRuntime
@@ -285,9 +286,20 @@ class _Attempt:
         return Outcome(self.unit.id, "ignored", UnitState.IGNORED)
 
     def unroutable(self) -> Outcome:
+        """Dead-letter a unit no rule routes, naming what found no rule and in which rules
+        (their fingerprint lets a replay tell whether the rules changed since)."""
         now = time.time()
         record = self._record(AttemptOutcome.UNROUTABLE)
+        rules = self.rt.rules
+        why = rules.explain_no_route(self.unit.source, self.unit.event_type, self.unit.match)
         letter = self._letter("unroutable", "", "", None, now)
+        letter.update(
+            detail=why.detail,
+            unrouted_field=why.field,
+            unrouted_value=why.value,
+            rules_file=why.rules_file,
+            rules_fingerprint=rules.fingerprint,
+        )
         done = self.rt.ledger.finish(
             self.unit.id,
             self.number,
@@ -300,9 +312,14 @@ class _Attempt:
         )
         if done:
             self._count_terminal(UnitState.UNROUTABLE, "")
-        observability.unit_event(
-            "unit unroutable", self.unit, level=logging.WARNING, task_id=self.task_id
-        )
+            observability.report_dead_letter(
+                self.unit,
+                "unroutable",
+                "",
+                None,
+                task_id=self.task_id,
+                context={"detail": why.detail, "field": why.field, "value": why.value},
+            )
         return Outcome(self.unit.id, "unroutable", UnitState.UNROUTABLE)
 
     def dead_letter(
@@ -346,6 +363,13 @@ class _Attempt:
             "error_type": summary.get("type", ""),
             "status_code": summary.get("status_code") or "",
             "detail": summary.get("reason", reason),
+            # The provider's own words, redacted; every letter writes every field, so a
+            # letter written again never keeps an earlier failure's explanation.
+            "provider_message": redact_message(getattr(error, "detail", None)),
+            "unrouted_field": "",
+            "unrouted_value": "",
+            "rules_file": "",
+            "rules_fingerprint": "",
             "attempts": self.number,
             "created_at": now,
             "status": "waiting",

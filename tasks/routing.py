@@ -8,14 +8,26 @@ the unit's wins. An internal event may instead name ``provider`` + ``product`` i
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Route", "Rule", "Rules", "RulesError", "load_rules", "route_from_product", "PROVIDERS"]
+__all__ = [
+    "PROVIDERS",
+    "ROUTING_FIELDS",
+    "NoRoute",
+    "Route",
+    "Rule",
+    "Rules",
+    "RulesError",
+    "load_rules",
+    "route_from_product",
+]
 
 PROVIDERS = ("ifeelgoods", "rewardops")
 SOURCES = ("coniq", "internal", "*")
@@ -25,6 +37,10 @@ DEFAULT_SPEND_CURRENCY = "USD"
 DEFAULT_SPEND_AMOUNT = "0"
 _SPEND_CURRENCY = re.compile(r"[A-Z]{3}|XRO-[A-Za-z0-9]+")  # ISO code or a points code
 _SPEND_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+# The unit fields a rule routes on, in the order an explanation names them: never personal
+# data (a generic unit's other fields may be, so an explanation names only these).
+ROUTING_FIELDS = ("reward_code", "offer_id", "product")
+MAX_EXPLAINED_VALUE = 64  # a routing value quoted in a dead letter, at most
 
 
 class RulesError(ValueError):
@@ -78,8 +94,42 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class NoRoute:
+    """Why a unit found no rule: the routing field and value no rule matched, and where."""
+
+    field: str  # reward_code / offer_id / product, or "" when the unit has none of them
+    value: str
+    rules_file: str
+    detail: str  # one sentence for operators (no personal data)
+
+
+@dataclass(frozen=True)
 class Rules:
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    path: str = ""  # the file they were loaded from ("" when built in code)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What the rules decide, hashed: equal for files that differ only in comments or
+        layout, different once any rule changes (a replay of an unroutable unit under the
+        same fingerprint would only dead-letter it again)."""
+        return hashlib.sha256(repr(self.rules).encode()).hexdigest()[:16]
+
+    def explain_no_route(self, source: str, event_type: str, fields: Mapping[str, str]) -> NoRoute:
+        """Name what found no rule, for the unroutable unit's dead letter."""
+        where = self.path or "the routing rules"
+        name = next((n for n in ROUTING_FIELDS if fields.get(n)), "")
+        value = fields.get(name, "")[:MAX_EXPLAINED_VALUE] if name else ""
+        if not self.wants(source, event_type):
+            detail = f"no rule in {where} covers {source} {event_type} events"
+        elif name:
+            detail = f"no rule in {where} matches {name}={value!r} ({source} {event_type})"
+        else:
+            detail = (
+                f"no rule in {where} matches this {source} {event_type} unit: "
+                f"it has no {', '.join(ROUTING_FIELDS)} field"
+            )
+        return NoRoute(name, value, where, detail)
 
     def wants(self, source: str, event_type: str) -> bool:
         """True when some rule could act on this (source, event type)."""
@@ -147,7 +197,7 @@ def load_rules(path: Path) -> Rules:
             raise RulesError(f"rule '{rule.name}' (#{position}): field 'name' is not unique")
         names.add(rule.name)
         rules.append(rule)
-    return Rules(tuple(rules))
+    return Rules(tuple(rules), path=str(path))
 
 
 _COMMON = {"name", "source", "event", "match", "provider", "action"}

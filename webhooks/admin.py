@@ -7,6 +7,10 @@
     POST   /dead-letters/replay            bulk replay by filter, dry_run, rate-capped
     DELETE /dead-letters/{id}              discard (recorded in the audit log)
 
+An unroutable letter is not replayed while the routing rules decide as they did when it
+was written (409 ``rules-unchanged``; ``{"force": true}`` replays it anyway): the replay
+could only dead-letter it again.
+
 Request bodies (bulk replay, discard) are read by ``jsonbody.read_admin_body``: JSON
 objects only, unknown keys and wrong types refused naming the field. A bulk replay
 requires a body (``{}`` replays with the defaults): an empty or lost body must not turn
@@ -24,6 +28,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
@@ -32,7 +37,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 from werkzeug.routing import PathConverter
 
-from tasks.routing import PROVIDERS
+from tasks.routing import PROVIDERS, RulesError, load_rules
 from webhooks.errors import ProblemError
 from webhooks.jsonbody import read_admin_body, string_keys
 from webhooks.schemas import MAX_TEXT_CHARS, SOURCES
@@ -213,12 +218,23 @@ class FilterSchema(Schema):
 
 
 class BulkReplaySchema(FilterSchema):
-    """``POST /dead-letters/replay``: the filters, a strict ``dry_run`` and an integer limit."""
+    """``POST /dead-letters/replay``: the filters, a strict ``dry_run`` and an integer limit;
+    ``force`` also replays unroutable letters whose rules have not changed."""
 
     limit = fields.Integer(
         strict=True, allow_none=True, validate=validate.Range(min=1, max=BULK_REPLAY_MAX)
     )
     dry_run = StrictBoolean(load_default=False)
+    force = StrictBoolean(load_default=False)
+
+
+class ReplaySchema(Schema):
+    """``POST /dead-letters/{id}/replay``: an optional ``force`` (unroutable, same rules)."""
+
+    class Meta:
+        unknown = RAISE
+
+    force = StrictBoolean(load_default=False)
 
 
 class DiscardSchema(Schema):
@@ -233,6 +249,40 @@ class DiscardSchema(Schema):
 _QUERY_FILTERS = FilterSchema()
 _BULK_REPLAY = BulkReplaySchema()
 _DISCARD = DiscardSchema()
+_REPLAY = ReplaySchema()
+_fingerprints: dict[tuple[str, int, int], str] = {}
+
+
+def rules_fingerprint_now(rules_file: Path) -> str:
+    """The fingerprint of the rules a worker would load now (``RULES_FILE`` as it is).
+
+    Parsed again only when the file changed (size or modification time).
+
+    Raises:
+        ProblemError: 409 ``rules-invalid``: the file does not load, so no worker would
+            start with it and no replay can be judged.
+    """
+    try:
+        stat = rules_file.stat()
+        key = (str(rules_file), stat.st_mtime_ns, stat.st_size)
+        if key not in _fingerprints:
+            _fingerprints.clear()
+            _fingerprints[key] = load_rules(rules_file).fingerprint
+        return _fingerprints[key]
+    except (OSError, RulesError) as exc:
+        raise ProblemError(
+            409,
+            "rules-invalid",
+            f"The routing rules do not load ({exc}); fix RULES_FILE before replaying.",
+        ) from None
+
+
+def rules_unchanged_message(letter_id: str) -> str:
+    return (
+        f"Dead letter {letter_id!r} is unroutable and the routing rules have not changed "
+        "since: a replay would dead-letter it again. Add a rule for it (and restart the "
+        "workers), or force the replay."
+    )
 
 
 def _query_filters() -> dict[str, Any]:
@@ -269,7 +319,7 @@ def _invalid_filter(exc: ValidationError) -> ProblemError:
 @require_admin
 def list_dead_letters() -> ResponseReturnValue:
     _, _, letters = _stores()
-    items = [letter.to_dict() for letter in letters.iter_waiting(**_query_filters())]
+    items = [letter.summary() for letter in letters.iter_waiting(**_query_filters())]
     return jsonify(items=items, count=len(items))
 
 
@@ -287,10 +337,14 @@ def get_dead_letter(letter_id: str) -> ResponseReturnValue:
 @bp.post("/dead-letters/<unit_id:letter_id>/replay")
 @require_admin
 def replay_dead_letter(letter_id: str) -> ResponseReturnValue:
+    force: bool = read_admin_body(_REPLAY, empty={"force": False})["force"]
     _, _, letters = _stores()
-    result = letters.replay(letter_id, now=time.time(), actor="admin-api")
+    rules = "" if force else rules_fingerprint_now(_ctx().settings.rules_file)
+    result = letters.replay(letter_id, now=time.time(), actor="admin-api", rules_fingerprint=rules)
     if result is ReplayResult.NOT_FOUND:
         raise ProblemError(404, "dead-letter-not-found", f"No dead letter has id {letter_id!r}.")
+    if result is ReplayResult.RULES_UNCHANGED:
+        raise ProblemError(409, "rules-unchanged", rules_unchanged_message(letter_id))
     if result is not ReplayResult.REPLAYED:
         raise ProblemError(
             409, "dead-letter-not-waiting", f"Dead letter {letter_id!r} was already handled."
@@ -305,15 +359,28 @@ def replay_dead_letters() -> ResponseReturnValue:
     dry_run: bool = body["dry_run"]
     filters = _filters(body)
     _, _, letters = _stores()
+    rules = "" if body["force"] else rules_fingerprint_now(_ctx().settings.rules_file)
     matched = list(letters.iter_waiting(**filters))
     now = time.time()
     replayed: list[str] = []
-    for position, letter in enumerate(matched):
-        at = now + position / REPLAY_RATE_PER_SECOND
-        result = letters.replay(letter.id, now=now, actor="admin-api", dry_run=dry_run, at=at)
+    unchanged: list[str] = []
+    for letter in matched:
+        at = now + len(replayed) / REPLAY_RATE_PER_SECOND
+        result = letters.replay(
+            letter.id,
+            now=now,
+            actor="admin-api",
+            dry_run=dry_run,
+            at=at,
+            rules_fingerprint=rules,
+        )
         if result in (ReplayResult.REPLAYED, ReplayResult.WOULD_REPLAY):
             replayed.append(letter.id)
-    return jsonify(dry_run=dry_run, matched=len(matched), replayed=replayed)
+        elif result is ReplayResult.RULES_UNCHANGED:
+            unchanged.append(letter.id)
+    return jsonify(
+        dry_run=dry_run, matched=len(matched), replayed=replayed, rules_unchanged=unchanged
+    )
 
 
 @bp.delete("/dead-letters/<unit_id:letter_id>")

@@ -58,8 +58,14 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.routing import PathConverter
 
-from webhooks.admin import event_state, unit_view
+from webhooks.admin import (
+    event_state,
+    rules_fingerprint_now,
+    rules_unchanged_message,
+    unit_view,
+)
 from webhooks.context import edge_context
+from webhooks.errors import ProblemError
 from webhooks.paths import quote_id
 from worker.config import Settings
 from worker.stores.dead_letters import DeadLetter, DeadLetters, LetterStatus, ReplayResult
@@ -496,8 +502,22 @@ def replay(letter_id: str) -> ResponseReturnValue:
     if letter is None:
         return _not_found(letter_id)
     if request.method == "GET":
-        return _page("console/confirm.html", letter=letter, action="replay")
-    result = letters.replay(letter_id, now=time.time(), actor=ACTOR)
+        return _page(
+            "console/confirm.html",
+            letter=letter,
+            action="replay",
+            rules_unchanged=_rules_unchanged(letter),
+        )
+    force = request.form.get("force") == "1"
+    try:
+        rules = "" if force else rules_fingerprint_now(edge_context().settings.rules_file)
+    except ProblemError as problem:
+        flash(f"Not replayed: {problem.detail}", "error")
+        return redirect(url_for("console.dead_letter", letter_id=letter_id), 303)
+    result = letters.replay(letter_id, now=time.time(), actor=ACTOR, rules_fingerprint=rules)
+    if result is ReplayResult.RULES_UNCHANGED:
+        flash(f"Not replayed: {rules_unchanged_message(letter_id)}", "error")
+        return redirect(url_for("console.dead_letter", letter_id=letter_id), 303)
     if result is ReplayResult.REPLAYED:
         flash(f"Replayed {letter_id}: the unit is back on the schedule under the same key.")
         return redirect(url_for("console.event", event_id=letter.event_id), 303)
@@ -519,6 +539,17 @@ def discard(letter_id: str) -> ResponseReturnValue:
         return redirect(url_for("console.dead_letters"), 303)
     flash(f"Not discarded: {letter_id} was already handled.", "error")
     return redirect(url_for("console.dead_letter", letter_id=letter_id), 303)
+
+
+def _rules_unchanged(letter: DeadLetter) -> bool:
+    """An unroutable letter whose rules still decide as when it was written."""
+    if not letter.rules_fingerprint:
+        return False
+    try:
+        now = rules_fingerprint_now(edge_context().settings.rules_file)
+    except ProblemError:
+        return False
+    return now == letter.rules_fingerprint
 
 
 def _not_found(letter_id: str) -> tuple[str, int]:

@@ -224,11 +224,22 @@ def unit_event(message: str, unit: Unit, *, level: int = logging.INFO, **fields:
 
 
 def report_dead_letter(
-    unit: Unit, reason: str, provider: str, error: BaseException | None, *, task_id: str = ""
+    unit: Unit,
+    reason: str,
+    provider: str,
+    error: BaseException | None,
+    *,
+    task_id: str = "",
+    context: dict[str, str] | None = None,
 ) -> None:
-    """Log the dead letter and send exactly one Sentry event for it (no codes, no PII)."""
+    """Log the dead letter and send exactly one Sentry event for it (no codes, no PII).
+
+    ``context`` adds safe explanations (an unroutable unit's field, value and rules file)
+    to the Sentry event's ``dead_letter`` context and, as ``detail``, to the log line.
+    """
+    explained = (context or {}).get("detail")
     unit_event(
-        f"unit dead-lettered: {reason}",
+        f"unit dead-lettered: {reason}" + (f" ({explained})" if explained else ""),
         unit,
         level=logging.ERROR,
         provider=provider,
@@ -248,6 +259,7 @@ def report_dead_letter(
             {
                 "error_type": type(error).__name__ if error else None,
                 "status_code": getattr(error, "status_code", None),
+                **(context or {}),
             },
         )
         scope.fingerprint = ["dead-letter", provider or "none", reason]

@@ -8,11 +8,43 @@ masked makes the safe thing the default: only an explicit ``.reveal()`` gives th
 
 from __future__ import annotations
 
-__all__ = ["MASK", "RewardCode", "Secret", "mask"]
+import re
+
+__all__ = ["MASK", "MAX_MESSAGE_LENGTH", "RewardCode", "Secret", "mask", "redact_message"]
 
 MASK = "****"
 VISIBLE_TAIL = 4  # characters shown at the end of a masked value
 MIN_LENGTH_FOR_TAIL = 8  # shorter values are masked entirely (a tail would be most of them)
+
+
+MAX_MESSAGE_LENGTH = 160  # a provider's sentence fits; a payload dump does not
+# What a provider message may quote that must not be kept: e-mail addresses, phone numbers,
+# secret-shaped key=value pairs and bearer values, and any word of 6+ characters holding a
+# digit (reward codes, PINs, tokens, card and order numbers). Short numbers (a status, a
+# promotion id) and plain words stay, so the sentence still says what went wrong.
+_SENSITIVE = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|(?i:bearer|basic)\s+\S+"
+    r"|(?i:secret|token|password|api[_-]?key|code|pin)[\"']?\s*[:=]\s*[\"']?[^\s\"',;]+"
+    r"|\+?\d[\d ().-]{7,}\d"
+    r"|\b(?=[\w-]*\d)[\w-]{6,}\b"
+)
+REDACTED = "[redacted]"
+
+
+def redact_message(text: str | None) -> str:
+    """A provider's own error message, safe to keep in a dead letter and show operators.
+
+    One line, anything code-, token- or person-shaped replaced by ``[redacted]``, at most
+    ``MAX_MESSAGE_LENGTH`` characters (cut after redaction, so no half value survives).
+    """
+    if not text:
+        return ""
+    line = " ".join(text.split())
+    redacted = _SENSITIVE.sub(REDACTED, line)
+    if len(redacted) <= MAX_MESSAGE_LENGTH:
+        return redacted
+    return redacted[: MAX_MESSAGE_LENGTH - 1].rstrip() + "…"
 
 
 def mask(value: str) -> str:

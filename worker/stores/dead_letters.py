@@ -25,10 +25,12 @@ __all__ = ["DeadLetters", "DeadLetter", "LetterStatus", "ReplayResult"]
 # goes to UNKNOWN, so its next attempt looks the key up before it may resubmit.
 _REPLAY = """
 local letter, unit, live, index, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local uid, now, actor, dry, at = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local uid, now, actor, dry, at, rules = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('HGET', letter, 'status') ~= 'waiting' then return 'not-waiting' end
 local state = redis.call('HGET', unit, 'state')
 if state ~= 'dead_lettered' and state ~= 'unroutable' then return 'not-dead' end
+if state == 'unroutable' and rules ~= ''
+  and redis.call('HGET', letter, 'rules_fingerprint') == rules then return 'rules-unchanged' end
 if dry == '1' then return 'would-replay' end
 local attempts = tonumber(redis.call('HGET', unit, 'attempts') or '0')
 local next_state = 'pending'
@@ -68,6 +70,7 @@ class ReplayResult(enum.StrEnum):
     NOT_WAITING = "not-waiting"
     NOT_DEAD = "not-dead"
     NOT_FOUND = "not-found"
+    RULES_UNCHANGED = "rules-unchanged"  # unroutable, and the rules still decide the same
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,24 @@ class DeadLetter:
     created_at: float
     status: LetterStatus
     times: int
+    # The provider's own error message, redacted (``tasks.http.redaction.redact_message``).
+    provider_message: str = ""
+    # Unroutable letters: the routing field and value no rule matched, the rules file, and
+    # the fingerprint of the rules that decided (a replay under the same rules is refused).
+    unrouted_field: str = ""
+    unrouted_value: str = ""
+    rules_file: str = ""
+    rules_fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["status"] = self.status.value
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """What a listing shows: no free text from a provider, however redacted."""
+        out = self.to_dict()
+        del out["provider_message"]
         return out
 
     @classmethod
@@ -108,6 +125,11 @@ class DeadLetter:
             created_at=float(raw.get("created_at", "0")),
             status=LetterStatus(raw.get("status", "waiting")),
             times=int(raw.get("times", "1")),
+            provider_message=raw.get("provider_message", ""),
+            unrouted_field=raw.get("unrouted_field", ""),
+            unrouted_value=raw.get("unrouted_value", ""),
+            rules_file=raw.get("rules_file", ""),
+            rules_fingerprint=raw.get("rules_fingerprint", ""),
         )
 
 
@@ -172,10 +194,14 @@ class DeadLetters:
         actor: str = "api",
         dry_run: bool = False,
         at: float | None = None,
+        rules_fingerprint: str = "",
     ) -> ReplayResult:
         """Put the unit back on the schedule (due at ``at``, default now) under its key.
 
         The scheduler publishes it when due; a bulk replay spreads ``at`` to cap the rate.
+        ``rules_fingerprint``: the rules a worker would route with now; an unroutable
+        letter written under the same rules is refused (``RULES_UNCHANGED``), since the
+        replay could only dead-letter it again. Empty: no check (a forced replay).
         """
         if not self._redis.exists(self._keys.dead_letter(letter_id)):
             return ReplayResult.NOT_FOUND
@@ -187,7 +213,14 @@ class DeadLetters:
                 self._keys.dead_letters,
                 self._keys.dead_letter_log,
             ],
-            args=[letter_id, now, actor, "1" if dry_run else "0", now if at is None else at],
+            args=[
+                letter_id,
+                now,
+                actor,
+                "1" if dry_run else "0",
+                now if at is None else at,
+                rules_fingerprint,
+            ],
         )
         return ReplayResult(text(result))
 
