@@ -83,7 +83,17 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # Imported here, after this package is initialised: blueprint modules (admin's in
     # particular) may import names from ``webhooks`` itself.
-    from webhooks import admin, console, erasures, health, ingest, openapi, prometheus, reveal
+    from webhooks import (
+        admin,
+        console,
+        erasures,
+        health,
+        ingest,
+        openapi,
+        prometheus,
+        refused_items,
+        reveal,
+    )
 
     openapi.document_bytes()  # a broken package fails here, not on the first request
     app.register_blueprint(ingest.bp)
@@ -92,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(reveal.bp)  # audited reveal of full codes (issue 19)
+    app.register_blueprint(refused_items.bp)
     from webhooks import console_lanes, lanes_api  # provider lanes (issue 18)
 
     app.register_blueprint(lanes_api.bp)

@@ -71,6 +71,8 @@ from worker.config import Settings
 from worker.stores.dead_letters import DeadLetter, DeadLetters, LetterStatus, ReplayResult
 from worker.stores.inbox import Inbox
 from worker.stores.ledger import Ledger
+from worker.stores.refused import SOURCES as HOLDING_SOURCES
+from worker.stores.refused import RefusedItems
 
 __all__ = [
     "AGE_FILTERS",
@@ -558,6 +560,57 @@ def _not_found(letter_id: str) -> tuple[str, int]:
         404,
         title="No such dead letter",
         message=f"No dead letter has id {letter_id!r}.",
+    )
+
+
+# refused source items -------------------------------------------------------------------
+
+
+def _refused_items() -> RefusedItems:
+    ctx = edge_context()
+    return RefusedItems(ctx.redis, ctx.keys)
+
+
+@bp.get("/sources")
+def refused_items() -> ResponseReturnValue:
+    """What each reward source holds for an operator: ids, kind, reason and time only."""
+    store = _refused_items()
+    held = {source: store.held(source) for source in HOLDING_SOURCES}
+    return _page("console/refused.html", held=held, total=sum(map(len, held.values())))
+
+
+@bp.post("/sources/<source>/<path:item_id>/retry")
+def retry_refused_item(source: str, item_id: str) -> ResponseReturnValue:
+    if source not in HOLDING_SOURCES:
+        return _no_source(source)
+    moved = _refused_items().retry(source, item_id, now=time.time(), actor=ACTOR)
+    if moved is None:
+        flash(f"Not retried: {source} holds no refused item {item_id!r}.", "error")
+    else:
+        flash(f"Queued {item_id} for {source}'s next run.")
+    return redirect(url_for("console.refused_items"), 303)
+
+
+@bp.post("/sources/<source>/<path:item_id>/discard")
+def discard_refused_item(source: str, item_id: str) -> ResponseReturnValue:
+    if source not in HOLDING_SOURCES:
+        return _no_source(source)
+    reason = request.form.get("reason", "").strip()[:DISCARD_REASON_MAX]
+    store = _refused_items()
+    moved = store.discard(source, item_id, now=time.time(), actor=ACTOR, reason=reason)
+    if moved is None:
+        flash(f"Not discarded: {source} holds no refused item {item_id!r}.", "error")
+    else:
+        flash(f"Discarded {item_id} ({source}).")
+    return redirect(url_for("console.refused_items"), 303)
+
+
+def _no_source(source: str) -> tuple[str, int]:
+    return _page(
+        "console/error.html",
+        404,
+        title="No such source",
+        message=f"No reward source is called {source!r}.",
     )
 
 

@@ -51,7 +51,7 @@ class SourceKeys:
     source: str
 
     def _key(self, suffix: str) -> str:
-        return f"{self.keys.prefix}:source:{self.source}:{suffix}"
+        return self.keys.source(self.source, suffix)
 
     @property
     def watermark(self) -> str:
@@ -77,6 +77,16 @@ class SourceKeys:
     def failed(self) -> str:
         """Hash: item → reason, settlements the source refused for good (for operators)."""
         return self._key("failed")
+
+    @property
+    def retry(self) -> str:
+        """Set: refused event ids an operator asked to emit again (the next run does)."""
+        return self._key("retry")
+
+    @property
+    def discarded(self) -> str:
+        """Hash: refused event ids an operator discarded (never emitted again)."""
+        return self._key("discarded")
 
     @property
     def lock(self) -> str:

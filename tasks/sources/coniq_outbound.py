@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -28,6 +29,7 @@ from tasks.sources.common import PollReport, SourceKeys, source_lock
 from worker.config import Settings
 from worker.stores.codec import text
 from worker.stores.models import Unit, UnitState
+from worker.stores.refused import hold_value
 
 __all__ = [
     "DRAIN_CONIQ_TASK",
@@ -149,7 +151,7 @@ def drain(rt: WorkerRuntime, client: ConiqClient, report: PollReport | None = No
 def _give_up(rt: WorkerRuntime, names: OutboundKeys, unit_id: str, reason: str) -> None:
     """Leave a unit unrecorded for good, visible to operators in the ``failed`` hash."""
     pipe = rt.redis.pipeline()
-    pipe.hset(names.failed, unit_id, reason)
+    pipe.hset(names.failed, unit_id, hold_value(reason, time.time()))
     pipe.srem(names.pending, unit_id)
     pipe.execute()
 

@@ -9,6 +9,9 @@ poll    walk every page of pending payouts (type ``sub``, not realized, not canc
         stops the walk where it is, so the next run resumes with that payout: a restart
         mid-page neither skips nor repeats (a crash between emit and record repeats one
         emit, which the edge answers ``200 duplicate``: same id, same body).
+retry   payouts an operator asked to retry (refused before; ``RefusedItems.retry``) are
+        read again from Ignico and emitted like new ones; refused again, they are held
+        again with the new reason.
 settle  for each emitted payout, read its event's units in the ledger: every unit
         FULFILLED → realize the transaction; a unit's dead letter DISCARDED → cancel it
         with the discard reason. Anything else waits for a later run.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +50,7 @@ from tasks.sources.emit import (
 )
 from worker.config import Settings
 from worker.stores.codec import text, text_map
+from worker.stores.refused import IGNICO_EVENT_PREFIX, hold_value
 
 __all__ = [
     "POLL_IGNICO_TASK",
@@ -53,6 +58,7 @@ __all__ = [
     "ignico_client",
     "poll_ignico",
     "poll_payouts",
+    "retry_payouts",
     "run_ignico",
     "settle_payouts",
 ]
@@ -61,7 +67,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "ignico"
 POLL_IGNICO_TASK = "tasks.sources.poll_ignico"
-EVENT_ID_PREFIX = "ignico-payout-"
+EVENT_ID_PREFIX = IGNICO_EVENT_PREFIX
 MAX_SETTLE_PER_RUN = 500  # bound one run's provider calls; the rest wait for the next beat
 # How far before the watermark a walk starts: payouts added out of order, or that slid to
 # an already-read page during a walk, are still found (membership stops repeats).
@@ -176,9 +182,12 @@ def poll_payouts(
 
 
 def _known(rt: WorkerRuntime, names: SourceKeys, event_id: str) -> bool:
+    """Emitted, refused, queued for an operator's retry, or discarded by one."""
     pipe = rt.redis.pipeline()
     pipe.hexists(names.unsettled, event_id)
     pipe.hexists(names.rejected, event_id)
+    pipe.sismember(names.retry, event_id)
+    pipe.hexists(names.discarded, event_id)
     return any(pipe.execute())
 
 
@@ -186,9 +195,63 @@ def _reject(
     rt: WorkerRuntime, names: SourceKeys, mark: dict[str, str], tx: Transaction, reason: str
 ) -> None:
     pipe = rt.redis.pipeline()
-    pipe.hset(names.rejected, event_id_for(tx.id), reason)
+    pipe.hset(names.rejected, event_id_for(tx.id), hold_value(reason, time.time()))
     _advance(pipe, names, mark, tx)
     pipe.execute()
+
+
+def retry_payouts(
+    rt: WorkerRuntime, client: IgnicoClient, emit: Emitter, report: PollReport | None = None
+) -> PollReport:
+    """Emit again the refused payouts an operator queued for a retry.
+
+    Each is read from Ignico again (it may have changed meanwhile): still a pending payout
+    with a recipient → emitted and recorded as unsettled, like a new one; otherwise, or
+    refused by the receiver again, held again with the reason. A receiver or Ignico
+    outage stops the step and leaves the rest queued.
+    """
+    report = report or PollReport(SOURCE)
+    names = SourceKeys(rt.keys, SOURCE)
+    for raw in sorted(rt.redis.smembers(names.retry)):
+        event_id = text(raw)
+        tx_id = event_id.removeprefix(EVENT_ID_PREFIX)
+        try:
+            tx = client.get_transaction(tx_id)
+        except NotFoundError:
+            _hold_again(rt, names, event_id, "transaction not found", report)
+            continue
+        except ProviderError as exc:
+            report.stopped = f"ignico: {exc.reason}"
+            return report
+        event = payout_event(tx, rt.settings) if tx.is_pending_payout else None
+        if event is None:
+            why = "no-recipient" if tx.is_pending_payout else "no longer a pending payout"
+            _hold_again(rt, names, event_id, why, report)
+            continue
+        try:
+            result = emit(event)
+        except EmitError as exc:
+            if exc.retryable:
+                report.stopped = str(exc)
+                return report
+            _hold_again(rt, names, event_id, exc.reason, report)
+            continue
+        report.count(result)
+        pipe = rt.redis.pipeline()
+        pipe.hset(names.unsettled, event_id, tx.id)
+        pipe.srem(names.retry, event_id)
+        pipe.execute()
+    return report
+
+
+def _hold_again(
+    rt: WorkerRuntime, names: SourceKeys, event_id: str, reason: str, report: PollReport
+) -> None:
+    pipe = rt.redis.pipeline()
+    pipe.hset(names.rejected, event_id, hold_value(reason, time.time()))
+    pipe.srem(names.retry, event_id)
+    pipe.execute()
+    report.rejected += 1
 
 
 def _advance(pipe: Any, names: SourceKeys, mark: dict[str, str], tx: Transaction) -> None:
@@ -217,7 +280,7 @@ def settle_payouts(
             result = _close(client, tx_id, outcome.status, outcome.reason)
         except NotFoundError:
             result = "missing"
-            rt.redis.hset(names.failed, tx_id, "transaction not found")
+            rt.redis.hset(names.failed, tx_id, hold_value("transaction not found", time.time()))
         except ProviderError as exc:
             report.stopped = f"ignico: {exc.reason}"
             break
@@ -258,10 +321,12 @@ def ignico_client(settings: Settings) -> IgnicoClient:
 
 
 def run_ignico(rt: WorkerRuntime, client: IgnicoClient, emit: Emitter) -> PollReport:
-    """One beat run under the source lock: poll, then settle."""
+    """One beat run under the source lock: operators' retries, poll, then settle."""
 
     def poll_then_settle(report: PollReport) -> None:
-        poll_payouts(rt, client, emit, report)
+        retry_payouts(rt, client, emit, report)
+        if not report.stopped:
+            poll_payouts(rt, client, emit, report)
         stopped = report.stopped
         settle_payouts(rt, client, report)
         report.stopped = stopped or report.stopped

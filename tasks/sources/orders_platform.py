@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from celery import Task, shared_task
 
-from tasks.http.errors import ProviderError
+from tasks.http.errors import NotFoundError, ProviderError
 from tasks.runtime import WorkerRuntime
 from tasks.sources.clients.orders_platform import OrdersPlatformClient, PlatformOrder
 from tasks.sources.common import PollReport, SourceKeys, run_locked, source_emitter
@@ -36,6 +37,7 @@ from tasks.sources.emit import (
 )
 from worker.config import Settings
 from worker.stores.codec import text
+from worker.stores.refused import ORDERS_EVENT_PREFIX, hold_value
 
 __all__ = [
     "POLL_ORDERS_TASK",
@@ -44,6 +46,7 @@ __all__ = [
     "orders_client",
     "poll_orders",
     "poll_orders_platform",
+    "retry_orders",
     "run_orders",
 ]
 
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "orders-platform"
 POLL_ORDERS_TASK = "tasks.sources.poll_orders_platform"
-EVENT_ID_PREFIX = "orders-platform-order-"
+EVENT_ID_PREFIX = ORDERS_EVENT_PREFIX
 # Orders changed this long before the watermark are still read: one that slid to an
 # already-read page during a walk (another order left the filter) is found next run.
 WATERMARK_LOOKBACK_SECONDS = 86_400
@@ -181,7 +184,8 @@ def poll_orders(
                 continue
             event = order_event(order, rt.settings)
             if event is None:
-                rt.redis.hset(names.rejected, event_id_for(order.id), "no-recipient")
+                held = hold_value("no-recipient", time.time())
+                rt.redis.hset(names.rejected, event_id_for(order.id), held)
                 rt.redis.sadd(emitted_key, order.id)
                 report.rejected += 1
                 continue
@@ -192,7 +196,7 @@ def poll_orders(
                     report.stopped = str(exc)
                     return report
                 log.error("receiver refused an orders-platform event: %s", exc.reason)
-                rt.redis.hset(names.rejected, event.id, exc.reason)
+                rt.redis.hset(names.rejected, event.id, hold_value(exc.reason, time.time()))
                 report.rejected += 1
             rt.redis.sadd(emitted_key, order.id)
         if reached_floor or not batch.has_next or not batch.items:
@@ -201,6 +205,58 @@ def poll_orders(
     if newest:
         rt.redis.hset(names.watermark, "updated_at", newest)
     return report
+
+
+def retry_orders(
+    rt: WorkerRuntime,
+    client: OrdersPlatformClient,
+    emit: Emitter,
+    report: PollReport | None = None,
+) -> PollReport:
+    """Emit again the refused orders an operator queued for a retry.
+
+    Each order is read again (``GET /api/orders/{id}``): still qualifying with a recipient
+    → emitted; otherwise, or refused by the receiver again, held again with the reason. An
+    outage stops the step and leaves the rest queued. (Every one is already in
+    ``emitted``, so the walk never emits them by itself.)
+    """
+    report = report or PollReport(SOURCE)
+    names = SourceKeys(rt.keys, SOURCE)
+    for raw in sorted(rt.redis.smembers(names.retry)):
+        event_id = text(raw)
+        try:
+            order = client.get_order(event_id.removeprefix(EVENT_ID_PREFIX))
+        except NotFoundError:
+            _hold_again(rt, names, event_id, "order not found", report)
+            continue
+        except ProviderError as exc:
+            report.stopped = f"orders platform: {exc.reason}"
+            return report
+        event = order_event(order, rt.settings) if qualifies(order, rt.settings) else None
+        if event is None:
+            why = "no-recipient" if qualifies(order, rt.settings) else "no longer qualifies"
+            _hold_again(rt, names, event_id, why, report)
+            continue
+        try:
+            report.count(emit(event))
+        except EmitError as exc:
+            if exc.retryable:
+                report.stopped = str(exc)
+                return report
+            _hold_again(rt, names, event_id, exc.reason, report)
+            continue
+        rt.redis.srem(names.retry, event_id)
+    return report
+
+
+def _hold_again(
+    rt: WorkerRuntime, names: SourceKeys, event_id: str, reason: str, report: PollReport
+) -> None:
+    pipe = rt.redis.pipeline()
+    pipe.hset(names.rejected, event_id, hold_value(reason, time.time()))
+    pipe.srem(names.retry, event_id)
+    pipe.execute()
+    report.rejected += 1
 
 
 def orders_client(rt: WorkerRuntime) -> OrdersPlatformClient:
@@ -217,10 +273,14 @@ def orders_client(rt: WorkerRuntime) -> OrdersPlatformClient:
 
 
 def run_orders(rt: WorkerRuntime, client: OrdersPlatformClient, emit: Emitter) -> PollReport:
-    """One beat run under the source lock."""
-    return run_locked(
-        rt.redis, rt.keys, SOURCE, lambda report: poll_orders(rt, client, emit, report), log
-    )
+    """One beat run under the source lock: operators' retries, then the walk."""
+
+    def retry_then_poll(report: PollReport) -> None:
+        retry_orders(rt, client, emit, report)
+        if not report.stopped:
+            poll_orders(rt, client, emit, report)
+
+    return run_locked(rt.redis, rt.keys, SOURCE, retry_then_poll, log)
 
 
 @shared_task(  # type: ignore[untyped-decorator]

@@ -363,6 +363,7 @@ def test_bulk_replay_dry_run_changes_nothing(client, admin, seed, letters):
         "dry_run": True,
         "matched": 2,
         "replayed": [letters["a"], letters["b"]],
+        "rules_unchanged": [],
     }
     # and nothing changed
     for letter_id in letters.values():
@@ -528,7 +529,12 @@ def test_bulk_replay_takes_what_the_cli_sends(client, admin, seed, letters):
     response = client.post(BULK, headers=admin, json=payload)
     # then
     assert response.status_code == 200
-    assert response.get_json() == {"dry_run": True, "matched": 1, "replayed": [letters["c"]]}
+    assert response.get_json() == {
+        "dry_run": True,
+        "matched": 1,
+        "replayed": [letters["c"]],
+        "rules_unchanged": [],
+    }
 
 
 @pytest.mark.parametrize(

@@ -347,4 +347,9 @@ def test_letter_view_holds_only_redacted_facts(inbox, ledger, letters):
         "created_at": NOW,
         "status": "waiting",
         "times": 1,
+        "provider_message": "",
+        "unrouted_field": "",
+        "unrouted_value": "",
+        "rules_file": "",
+        "rules_fingerprint": "",
     }

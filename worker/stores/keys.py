@@ -91,5 +91,14 @@ class Keys:
         """List: the erasure audit log (keyed hashes and counts, never an address)."""
         return f"{self.prefix}:erasures"
 
+    def source(self, source: str, suffix: str) -> str:
+        """A reward source's key (``{prefix}:source:{name}:{suffix}``; see tasks/sources)."""
+        return f"{self.prefix}:source:{source}:{suffix}"
+
+    @property
+    def source_audit(self) -> str:
+        """List: operators' retries and discards of held source items, for audit."""
+        return f"{self.prefix}:source:audit"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{name}"

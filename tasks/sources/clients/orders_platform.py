@@ -100,6 +100,13 @@ def _parse_page(body: Any) -> OrderPage:
     )
 
 
+def _parse_single(body: Any) -> PlatformOrder:
+    """One order: the resource itself, or Laravel's ``{"data": {...}}`` wrapping."""
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        return _order(body["data"])
+    return _order(body)
+
+
 class OrdersPlatformClient(ProviderClient):
     """Client for the platform at ``base_url`` (root: ``/oauth/*`` and ``/api/*``)."""
 
@@ -272,3 +279,8 @@ class OrdersPlatformClient(ProviderClient):
         params.update({"sort": sort, "page": page, "per_page": per_page})
         response = self._authed("GET", "/api/orders", params=params)
         return self._parse(response, _parse_page, write=False)
+
+    def get_order(self, order_id: str) -> PlatformOrder:
+        """One order by id (providers.md 5.2, ``GET /api/orders/{id}``); 404 → NotFoundError."""
+        response = self._authed("GET", self._path("/api/orders/{}", order_id))
+        return self._parse(response, _parse_single, write=False)
