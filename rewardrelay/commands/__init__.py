@@ -11,6 +11,7 @@ is in ``common``.
     send      sign and post an event; optionally arm a sandbox fault first
     status    the fulfilment state of an event's units
     dlq       list, show, replay and discard dead letters
+    sources   items the reward sources hold for an operator: list, retry, discard
     check     settings, rules, Redis, broker and provider reachability
     connect   authorize access to a reward source once
     console   the operator console's URL and admin token
@@ -33,6 +34,7 @@ from rewardrelay.commands import (
     run,
     sandbox,
     send,
+    sources,
     status,
 )
 
@@ -46,6 +48,7 @@ COMMAND_MODULES = (
     status,
     dlq,
     lanes,
+    sources,
     check,
     connect,
     console,

@@ -46,6 +46,10 @@ LETTER_FIELDS = (
     "status_code",
     "error_type",
     "detail",
+    "provider_message",
+    "unrouted_field",
+    "unrouted_value",
+    "rules_file",
 )
 # Columns of a letter's attempt history: (header, attempt field).
 ATTEMPT_COLUMNS = (
@@ -83,6 +87,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dlq_replay.add_argument("id", nargs="?")
     dlq_replay.add_argument("--all", action="store_true")
     dlq_replay.add_argument("--dry-run", action="store_true")
+    dlq_replay.add_argument(
+        "--force",
+        action="store_true",
+        help="also replay unroutable letters whose routing rules are unchanged",
+    )
     filters(dlq_replay)
     add_url_argument(dlq_replay)
     dlq_discard = dlq_sub.add_parser("discard", help="discard one dead letter (recorded)")
@@ -169,13 +178,20 @@ def _replay(args: argparse.Namespace, base: str, headers: Mapping[str, str]) -> 
     if args.id:
         if args.dry_run:
             raise CommandError("--dry-run applies to --all", EXIT_USAGE)
-        response = request("POST", _letter_url(base, args.id) + "/replay", headers=headers)
+        response = request(
+            "POST",
+            _letter_url(base, args.id) + "/replay",
+            headers=headers,
+            json={"force": True} if args.force else None,
+        )
         body = ok_json(response)
         print(f"{body.get('id', args.id)}  {body.get('result', 'replayed')}")
         return EXIT_OK
     if not args.all:
         raise CommandError("give a dead-letter id, or --all with optional filters", EXIT_USAGE)
     payload: dict[str, Any] = {**_filters(args), "dry_run": bool(args.dry_run)}
+    if args.force:
+        payload["force"] = True
     if args.limit:
         payload["limit"] = args.limit
     response = request("POST", f"{base}/dead-letters/replay", headers=headers, json=payload)
@@ -185,6 +201,11 @@ def _replay(args: argparse.Namespace, base: str, headers: Mapping[str, str]) -> 
     print(f"matched {body.get('matched', 0)}, {verb} {len(replayed)}")
     for letter_id in replayed:
         print(f"  {letter_id}")
+    unchanged = list(body.get("rules_unchanged", []))
+    if unchanged:
+        print("not replayed, unroutable under unchanged rules (--force to replay anyway):")
+        for letter_id in unchanged:
+            print(f"  {letter_id}")
     return EXIT_OK
 
 
