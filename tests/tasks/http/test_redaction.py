@@ -1,4 +1,4 @@
-"""RewardCode and Secret never print their values."""
+"""RewardCode and Secret never print their values; provider messages lose what they quote."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from tasks.http.redaction import RewardCode, Secret
+from tasks.http.redaction import MAX_MESSAGE_LENGTH, RewardCode, Secret, redact_message
 
 
 def test_reward_code_repr_and_str_show_only_last_four() -> None:
@@ -48,3 +48,39 @@ def test_secret_is_fully_masked() -> None:
     # when / then
     assert repr(secret) == "Secret('****')" and str(secret) == "****"
     assert secret.reveal() == "hunter2-but-long"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "User ada@example.com already has a redemption",
+            "User [redacted] already has a redemption",
+        ),
+        ("Reward ABCD-1234-WXYZ was already used", "Reward [redacted] was already used"),
+        ("call +44 20 7946 0958 to confirm", "call [redacted] to confirm"),
+        ("invalid token=abc.def.ghi here", "invalid [redacted] here"),
+        ("Authorization: Bearer eyJhbGciOi rejected", "Authorization: [redacted] rejected"),
+        ("pin: 4821 is wrong", "[redacted] is wrong"),
+        ("Promotion 42 not found", "Promotion 42 not found"),
+        ("Order item rejected by supplier", "Order item rejected by supplier"),
+        ("two\nlines\tand   spaces", "two lines and spaces"),
+        ("", ""),
+    ],
+)
+def test_provider_messages_keep_their_words_and_lose_what_they_quote(
+    message: str, expected: str
+) -> None:
+    # given / when / then
+    assert redact_message(message) == expected
+
+
+def test_a_long_provider_message_is_cut_after_redaction() -> None:
+    # given a long message whose code straddles the cut
+    message = "x " * 72 + "code-part 9F3K2LQ7X1 " + "tail " * 50
+    # when
+    kept = redact_message(message)
+    # then it is bounded and no part of the code survives the cut
+    assert len(kept) <= MAX_MESSAGE_LENGTH and kept.endswith("…")
+    assert "9F3K" not in kept and "LQ7X" not in kept
+    assert redact_message(None) == ""
