@@ -216,13 +216,13 @@ def retry_payouts(
         event_id = text(raw)
         tx_id = event_id.removeprefix(EVENT_ID_PREFIX)
         try:
-            tx = client.get_transaction(tx_id)
-        except NotFoundError:
-            _hold_again(rt, names, event_id, "transaction not found", report)
-            continue
+            tx = client.find_with_user(tx_id)
         except ProviderError as exc:
             report.stopped = f"ignico: {exc.reason}"
             return report
+        if tx is None:
+            _hold_again(rt, names, event_id, "transaction not found", report)
+            continue
         event = payout_event(tx, rt.settings) if tx.is_pending_payout else None
         if event is None:
             why = "no-recipient" if tx.is_pending_payout else "no longer a pending payout"

@@ -234,6 +234,12 @@ class IgnicoClient(ClientCredentialsClient):
             filters["addedAtGreaterEqual"] = added_since
         return self.list_transactions(filters, sort="id", page=page, page_size=page_size)
 
+    def find_with_user(self, transaction_id: str) -> Transaction | None:
+        """One transaction with its user (``filter[id]`` and ``include=user``, 4.4), or
+        None when Ignico has none by that id. A single GET carries no ``included`` user."""
+        page = self.list_transactions({"id": transaction_id}, page_size=1)
+        return next((tx for tx in page.items if tx.id == transaction_id), None)
+
     def get_transaction(self, transaction_id: str) -> Transaction:
         """Raises: NotFoundError for an unknown id."""
         path = self._path("/users/wallets/transactions/{}", transaction_id)
