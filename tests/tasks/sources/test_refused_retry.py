@@ -222,4 +222,5 @@ def test_a_retried_order_that_no_longer_qualifies_is_held_again_saying_so(
     [held] = store.held(ORDERS)
     assert (held.id, held.reason) == (event_id, "no longer qualifies")
     assert event_ids(rt, "orders-platform-order-") == []
-    assert json.loads(rt.redis.hget(SourceKeys(rt.keys, ORDERS).rejected, event_id))["at"]
+    raw = rt.redis.hget(SourceKeys(rt.keys, ORDERS).rejected, event_id)
+    assert raw is not None and json.loads(raw)["at"]
