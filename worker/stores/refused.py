@@ -159,12 +159,10 @@ class RefusedItems:
         for hold in _HOLDS[source]:
             target = self._keys.source(source, hold.target)
             if hold.target_is_hash:  # Ignico settling: unsettled maps event id → payout id
-                moved = self._run(
-                    source, hold, item_id, now, actor, "retry", target, "hash",
-                    IGNICO_EVENT_PREFIX + item_id, item_id,
-                )  # fmt: skip
+                move = _Move(target, "hash", IGNICO_EVENT_PREFIX + item_id, item_id)
             else:
-                moved = self._run(source, hold, item_id, now, actor, "retry", target, "set")
+                move = _Move(target, "set")
+            moved = self._run(source, hold, item_id, move, _entry("retry", now, actor))
             if moved is not None:
                 return moved
         return None
@@ -174,17 +172,12 @@ class RefusedItems:
     ) -> RefusedItem | None:
         """Drop the item for good (audited); a refused event is never emitted again."""
         for hold in _HOLDS[source]:
-            if hold.kind is HoldKind.REFUSED:
-                kept = self._keys.source(source, "discarded")
-                value = hold_value(reason or "discarded by an operator", now)
-                moved = self._run(
-                    source, hold, item_id, now, actor, "discard", kept, "hash", item_id, value,
-                    reason=reason,
-                )  # fmt: skip
+            if hold.kind is HoldKind.REFUSED:  # remembered, so no later walk emits it
+                kept = hold_value(reason or "discarded by an operator", now)
+                move = _Move(self._keys.source(source, "discarded"), "hash", item_id, kept)
             else:
-                moved = self._run(
-                    source, hold, item_id, now, actor, "discard", "", "none", reason=reason
-                )
+                move = _Move("", "none")
+            moved = self._run(source, hold, item_id, move, _entry("discard", now, actor, reason))
             if moved is not None:
                 return moved
         return None
@@ -193,32 +186,30 @@ class RefusedItems:
         return [json.loads(x) for x in self._redis.lrange(self._keys.source_audit, -limit, -1)]
 
     def _run(
-        self,
-        source: str,
-        hold: _Hold,
-        item_id: str,
-        now: float,
-        actor: str,
-        action: str,
-        target: str,
-        mode: str,
-        field: str = "",
-        value: str = "",
-        *,
-        reason: str = "",
+        self, source: str, hold: _Hold, item_id: str, move: _Move, entry: dict[str, Any]
     ) -> RefusedItem | None:
-        entry = {
-            "action": action,
-            "source": source,
-            "kind": hold.kind.value,
-            "id": item_id,
-            "at": round(now, 3),
-            "actor": actor,
-        }
-        if reason:
-            entry["reason"] = reason[:MAX_REASON_CHARS]
+        """Take ``item_id`` out of ``hold`` and apply ``move``, atomically; None if not held."""
+        entry.update(source=source, kind=hold.kind.value, id=item_id)
         held = self._move(
-            keys=[self._keys.source(source, hold.hash), target, self._keys.source_audit],
-            args=[item_id, mode, field, value, json.dumps(entry, sort_keys=True)],
+            keys=[self._keys.source(source, hold.hash), move.target, self._keys.source_audit],
+            args=[item_id, move.mode, move.field, move.value, json.dumps(entry, sort_keys=True)],
         )
         return None if held is None else _decode(source, item_id, hold.kind, held)
+
+
+@dataclass(frozen=True)
+class _Move:
+    """Where a held item goes: a set (``SADD``), a hash field, or nowhere (``none``)."""
+
+    target: str
+    mode: str  # set | hash | none
+    field: str = ""
+    value: str = ""
+
+
+def _entry(action: str, now: float, actor: str, reason: str = "") -> dict[str, Any]:
+    """An audit-log entry (the item's source, kind and id are added when it moves)."""
+    entry: dict[str, Any] = {"action": action, "at": round(now, 3), "actor": actor}
+    if reason:
+        entry["reason"] = reason[:MAX_REASON_CHARS]
+    return entry
