@@ -5,7 +5,8 @@
     rewardrelay sources refused discard SOURCE ID [--reason] dropped for good (audited)
 
 Through the admin API (``/sources/{source}/refused``), like ``rewardrelay dlq``; the kinds
-and what a retry does are in :mod:`worker.stores.refused`.
+and what a retry does are in :mod:`worker.stores.refused`. Like every client command it
+imports neither the edge nor the stores (a test keeps ``SOURCES`` equal to theirs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from rewardrelay.commands.common import (
     EXIT_OK,
@@ -25,10 +27,11 @@ from rewardrelay.commands.common import (
     request,
 )
 from rewardrelay.commands.dlq import format_table
-from webhooks.paths import quote_id
-from worker.stores.refused import SOURCES
 
-__all__ = ["register"]
+__all__ = ["SOURCES", "register"]
+
+# The sources that hold items for operators (worker.stores.refused.SOURCES).
+SOURCES = ("ignico", "orders-platform", "coniq-outbound")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,7 +73,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
         else:
             _print_items([item for body in bodies for item in body.get("items", [])])
         return EXIT_OK
-    path = f"{base}/sources/{args.source}/refused/{quote_id(args.id)}"
+    path = f"{base}/sources/{args.source}/refused/{quote(args.id, safe=':')}"
     if action == "retry":
         body = ok_json(request("POST", f"{path}/retry", headers=headers))
         print(f"{body.get('id', args.id)}  queued for {args.source}'s next run")

@@ -203,6 +203,13 @@ def cli_env(monkeypatch, tmp_path, settings):
         monkeypatch.delenv(name, raising=False)
 
 
+def test_the_cli_knows_the_sources_the_store_knows():
+    from rewardrelay.commands import sources
+    from worker.stores import refused
+
+    assert sources.SOURCES == refused.SOURCES
+
+
 def test_cli_lists_every_sources_held_items(cli_env, live_url, held, capsys):
     # when
     code = main(["sources", "refused", "list", "--url", live_url])
