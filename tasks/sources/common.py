@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ from worker.config import Settings
 from worker.stores.codec import text
 from worker.stores.keys import Keys
 from worker.stores.models import UnitState
+from worker.stores.refused import hold_value
 
 __all__ = [
+    "hold_again",
     "EventOutcome",
     "PollReport",
     "SourceKeys",
@@ -246,3 +249,15 @@ def source_emitter(settings: Settings) -> Emitter:
             emitter = HttpEmitter(settings.receiver_url, secret)
             _emitters[settings.receiver_url] = emitter
         return emitter
+
+
+def hold_again(
+    client: redis.Redis, names: SourceKeys, event_id: str, reason: str, report: PollReport
+) -> None:
+    """A retried item the receiver refused again: held again with the new reason, and
+    out of the retry set, in one round trip."""
+    pipe = client.pipeline()
+    pipe.hset(names.rejected, event_id, hold_value(reason, time.time()))
+    pipe.srem(names.retry, event_id)
+    pipe.execute()
+    report.rejected += 1

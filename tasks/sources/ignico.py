@@ -38,6 +38,7 @@ from tasks.sources.common import (
     PollReport,
     SourceKeys,
     event_outcome,
+    hold_again,
     run_locked,
     source_emitter,
 )
@@ -221,12 +222,12 @@ def retry_payouts(
             report.stopped = f"ignico: {exc.reason}"
             return report
         if tx is None:
-            _hold_again(rt, names, event_id, "transaction not found", report)
+            hold_again(rt.redis, names, event_id, "transaction not found", report)
             continue
         event = payout_event(tx, rt.settings) if tx.is_pending_payout else None
         if event is None:
             why = "no-recipient" if tx.is_pending_payout else "no longer a pending payout"
-            _hold_again(rt, names, event_id, why, report)
+            hold_again(rt.redis, names, event_id, why, report)
             continue
         try:
             result = emit(event)
@@ -234,7 +235,7 @@ def retry_payouts(
             if exc.retryable:
                 report.stopped = str(exc)
                 return report
-            _hold_again(rt, names, event_id, exc.reason, report)
+            hold_again(rt.redis, names, event_id, exc.reason, report)
             continue
         report.count(result)
         pipe = rt.redis.pipeline()
@@ -242,16 +243,6 @@ def retry_payouts(
         pipe.srem(names.retry, event_id)
         pipe.execute()
     return report
-
-
-def _hold_again(
-    rt: WorkerRuntime, names: SourceKeys, event_id: str, reason: str, report: PollReport
-) -> None:
-    pipe = rt.redis.pipeline()
-    pipe.hset(names.rejected, event_id, hold_value(reason, time.time()))
-    pipe.srem(names.retry, event_id)
-    pipe.execute()
-    report.rejected += 1
 
 
 def _advance(pipe: Any, names: SourceKeys, mark: dict[str, str], tx: Transaction) -> None:

@@ -27,7 +27,13 @@ from celery import Task, shared_task
 from tasks.http.errors import NotFoundError, ProviderError
 from tasks.runtime import WorkerRuntime
 from tasks.sources.clients.orders_platform import OrdersPlatformClient, PlatformOrder
-from tasks.sources.common import PollReport, SourceKeys, run_locked, source_emitter
+from tasks.sources.common import (
+    PollReport,
+    SourceKeys,
+    hold_again,
+    run_locked,
+    source_emitter,
+)
 from tasks.sources.emit import (
     SOURCE_TIME_FORMAT,
     EmitError,
@@ -227,7 +233,7 @@ def retry_orders(
         try:
             order = client.get_order(event_id.removeprefix(EVENT_ID_PREFIX))
         except NotFoundError:
-            _hold_again(rt, names, event_id, "order not found", report)
+            hold_again(rt.redis, names, event_id, "order not found", report)
             continue
         except ProviderError as exc:
             report.stopped = f"orders platform: {exc.reason}"
@@ -235,7 +241,7 @@ def retry_orders(
         event = order_event(order, rt.settings) if qualifies(order, rt.settings) else None
         if event is None:
             why = "no-recipient" if qualifies(order, rt.settings) else "no longer qualifies"
-            _hold_again(rt, names, event_id, why, report)
+            hold_again(rt.redis, names, event_id, why, report)
             continue
         try:
             report.count(emit(event))
@@ -243,20 +249,10 @@ def retry_orders(
             if exc.retryable:
                 report.stopped = str(exc)
                 return report
-            _hold_again(rt, names, event_id, exc.reason, report)
+            hold_again(rt.redis, names, event_id, exc.reason, report)
             continue
         rt.redis.srem(names.retry, event_id)
     return report
-
-
-def _hold_again(
-    rt: WorkerRuntime, names: SourceKeys, event_id: str, reason: str, report: PollReport
-) -> None:
-    pipe = rt.redis.pipeline()
-    pipe.hset(names.rejected, event_id, hold_value(reason, time.time()))
-    pipe.srem(names.retry, event_id)
-    pipe.execute()
-    report.rejected += 1
 
 
 def orders_client(rt: WorkerRuntime) -> OrdersPlatformClient:
