@@ -293,12 +293,12 @@ def test_pause_from_the_cli_holds_both_workers_and_resume_from_the_api_drains(
 
 
 def test_a_broken_lane_sends_one_sentry_event_not_one_per_unit(make_stack: Any, ifeelgoods) -> None:
-    from tests.integration.test_observability_e2e import _error_events, _SentryInbox
+    from tests.sentry_inbox import SentryInbox, error_events
 
     # given a Sentry DSN on loopback and a provider that is down
-    sentry = _SentryInbox()
+    sentry = SentryInbox()
     threading.Thread(target=sentry.serve_forever, daemon=True).start()
-    dsn = f"http://publickey@127.0.0.1:{sentry.server_port}/42"
+    dsn = sentry.dsn
     stack: Stack = make_stack({**LANE_ENV, "SENTRY_DSN": dsn, "LANE_BREAKER_FAILURES": "2"})
     stack.start_beat()
     ifeelgoods.set_faults({"kind": "status", "status": 503})
@@ -311,7 +311,7 @@ def test_a_broken_lane_sends_one_sentry_event_not_one_per_unit(make_stack: Any, 
     assert _lanes(stack).view("ifeelgoods").state == "broken"
 
     # then exactly one Sentry event, for the transition, tagged with the lane
-    received = _error_events(sentry.envelopes)
+    received = error_events(sentry.envelopes)
     sentry.shutdown()
     assert len(received) == 1, [e.get("message") for e in received]
     tags = dict(received[0]["tags"])

@@ -7,7 +7,6 @@ worker's events and answers its HTTP API.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -17,68 +16,24 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.conftest import IFG_SECRET, REPO, ROPS_SECRET, Stack, coniq_reward
+from tests.sentry_inbox import SentryInbox, error_events
 
 pytestmark = pytest.mark.integration
-
-
-class _SentryInbox(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SentryHandler)
-        self.envelopes: list[bytes] = []
-
-
-class _SentryHandler(BaseHTTPRequestHandler):
-    server: _SentryInbox
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        encoding = self.headers.get("Content-Encoding", "")
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-        elif encoding == "br":
-            import brotli  # type: ignore[import-not-found]
-
-            body = brotli.decompress(body)
-        self.server.envelopes.append(body)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
-def _error_events(envelopes: list[bytes]) -> list[dict[str, Any]]:
-    """The items of type ``event`` across all envelopes (not sessions, not transactions)."""
-    events = []
-    for envelope in envelopes:
-        lines = envelope.split(b"\n")
-        for header_line, payload in zip(lines[1::2], lines[2::2], strict=False):
-            if not header_line.strip():
-                continue
-            if json.loads(header_line).get("type") == "event":
-                events.append(json.loads(payload))
-    return events
 
 
 def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     make_stack: Any, ifeelgoods
 ) -> None:
     # given a Sentry DSN on loopback and a provider that refuses every order after retries
-    sentry = _SentryInbox()
+    sentry = SentryInbox()
     threading.Thread(target=sentry.serve_forever, daemon=True).start()
-    dsn = f"http://publickey@127.0.0.1:{sentry.server_port}/42"
+    dsn = sentry.dsn
     # (the lane's breaker would otherwise hold the units instead of dead-lettering them)
     stack: Stack = make_stack(
         {
@@ -104,12 +59,12 @@ def test_each_dead_letter_sends_exactly_one_sentry_event_without_secrets(
     for event in events:
         assert stack.wait_terminal(event["id"])["units"][0]["state"] == "dead_lettered"
     deadline = time.time() + 15
-    while time.time() < deadline and len(_error_events(sentry.envelopes)) < 2:
+    while time.time() < deadline and len(error_events(sentry.envelopes)) < 2:
         time.sleep(0.2)
     time.sleep(1.5)  # give a duplicate (if any) the chance to arrive
 
     # then exactly one Sentry event per dead letter, tagged, with no secret or code
-    received = _error_events(sentry.envelopes)
+    received = error_events(sentry.envelopes)
     sentry.shutdown()
     assert len(received) == 2
     unit_ids = {f"{e['id']}:0:0" for e in events}

@@ -6,15 +6,12 @@ real transport posts to a loopback HTTP server standing in for the DSN's host.
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from sandboxes.ifeelgoods import create_app as ifeelgoods_app
 from tasks.fulfilment import fulfil_unit
 from tasks.routing import load_rules
 from tasks.runtime import WorkerRuntime, build_runtime
+from tests.sentry_inbox import SentryInbox, error_events
 from worker import observability
 from worker.config import DEFAULT_RULES_FILE, Settings
 from worker.stores.dead_letters import LetterStatus, ReplayResult
@@ -181,47 +179,11 @@ def test_an_unroutable_event_type_is_named_as_such(rt: WorkerRuntime) -> None:
     assert letter.detail.startswith(f"no rule in {DEFAULT_RULES_FILE} covers coniq reward.revoked")
 
 
-class _SentryInbox(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SentryHandler)
-        self.envelopes: list[bytes] = []
-
-
-class _SentryHandler(BaseHTTPRequestHandler):
-    server: _SentryInbox
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        encoding = self.headers.get("Content-Encoding", "")
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-        self.server.envelopes.append(body)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
-def _events(envelopes: list[bytes]) -> list[dict[str, Any]]:
-    found = []
-    for envelope in envelopes:
-        lines = envelope.split(b"\n")
-        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
-            if header.strip() and json.loads(header).get("type") == "event":
-                found.append(json.loads(payload))
-    return found
-
-
 @pytest.fixture
-def sentry_inbox(settings: Settings) -> Iterator[_SentryInbox]:
-    inbox = _SentryInbox()
+def sentry_inbox(settings: Settings) -> Iterator[SentryInbox]:
+    inbox = SentryInbox()
     threading.Thread(target=inbox.serve_forever, daemon=True).start()
-    dsn = f"http://publickey@127.0.0.1:{inbox.server_port}/42"
-    assert observability.init_sentry(replace(settings, sentry_dsn=dsn), component="worker")
+    assert observability.init_sentry(replace(settings, sentry_dsn=inbox.dsn), component="worker")
     yield inbox
     sentry_sdk.get_client().close(timeout=2)
     sentry_sdk.init()  # an inactive client again for the rest of the session
@@ -230,7 +192,7 @@ def sentry_inbox(settings: Settings) -> Iterator[_SentryInbox]:
 
 
 def test_an_unroutable_unit_raises_one_sentry_event_naming_what_found_no_rule(
-    rt: WorkerRuntime, sentry_inbox: _SentryInbox
+    rt: WorkerRuntime, sentry_inbox: SentryInbox
 ) -> None:
     # given a unit no rule routes
     unit_id = _accept(rt, {"offer_id": "9999"})
@@ -241,7 +203,7 @@ def test_an_unroutable_unit_raises_one_sentry_event_naming_what_found_no_rule(
     sentry_sdk.flush(timeout=5)
 
     # then exactly one Sentry event, tagged, whose context names the field and value
-    events = _events(sentry_inbox.envelopes)
+    events = error_events(sentry_inbox.envelopes)
     assert len(events) == 1
     [event] = events
     assert dict(event["tags"])["unit_id"] == unit_id
