@@ -16,6 +16,12 @@ header section over ``HEADER_LIMIT_BYTES`` is answered 431. What is not ours to 
 malformed length, an unknown transfer coding, a declared body over the cap) is handed to
 gunicorn's parser and the app at once, which refuse it without reading further.
 
+What gunicorn's parser refuses (a malformed request line, method or version, an invalid
+or repeated framing header, too many or too large header fields, a request line over
+``limit_request_line``) is answered by ``EdgeWorker.handle_error`` as the app answers its
+own refusals: ``application/problem+json`` with the right status, ``Connection: close``,
+and one log line without a traceback. gunicorn's own answer is an HTML page.
+
 TLS and HTTP/2 cleartext are left to gthread as it is (the deployment terminates TLS in
 front of the receiver; see docs/operations.md).
 """
@@ -26,24 +32,34 @@ import contextlib
 import enum
 import errno
 import json
+import re
 import selectors
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
-from gunicorn import http  # type: ignore[import-untyped]
+from gunicorn import http, util  # type: ignore[import-untyped]
+from gunicorn.http import errors as parse_errors  # type: ignore[import-untyped]
+from gunicorn.http.wsgi import Response, default_environ  # type: ignore[import-untyped]
 from gunicorn.http2 import negotiation  # type: ignore[import-untyped]
 from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-untyped]
+
+from webhooks.errors import INTERNAL_ERROR_DETAIL, MALFORMED_BODY_DETAIL, problem_document
 
 __all__ = [
     "EdgeWorker",
     "Framing",
     "HEADER_LIMIT_BYTES",
     "REQUEST_READ_SECONDS",
+    "Refusal",
     "framing",
+    "refusal_for",
 ]
 
 # From the first byte of a request (or the connection's opening) to its last: a webhook of
@@ -55,7 +71,6 @@ HEADER_LIMIT_BYTES = 32 * 1024
 DEFAULT_BODY_LIMIT_BYTES = 256 * 1024
 RECV_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-PROBLEM_BASE = "https://rewardrelay.dev/problems/"
 
 
 class Framing(enum.Enum):
@@ -137,13 +152,12 @@ def _chunked(data: bytes | bytearray, position: int, body_limit: int) -> Framing
         position += size + 2
 
 
-def _problem(status: int, reason: str, type_: str, detail: str) -> bytes:
-    """A whole ``application/problem+json`` response that closes the connection."""
-    body = json.dumps(
-        {"type": PROBLEM_BASE + type_, "title": reason, "status": status, "detail": detail}
-    ).encode()
+def _problem(status: int, type_: str, detail: str) -> bytes:
+    """A whole ``application/problem+json`` response that closes the connection, with the
+    members the app's own problems have (``webhooks.errors.problem_document``)."""
+    body = json.dumps(problem_document(status, type_, detail)).encode()
     head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "Content-Type: application/problem+json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
@@ -153,16 +167,131 @@ def _problem(status: int, reason: str, type_: str, detail: str) -> bytes:
 
 REQUEST_TIMEOUT = _problem(
     408,
-    "Request Timeout",
     "request-timeout",
     f"The request did not arrive in full within {REQUEST_READ_SECONDS:g} s.",
 )
 HEADERS_TOO_LARGE = _problem(
     431,
-    "Request Header Fields Too Large",
     "headers-too-large",
     f"The header section must be at most {HEADER_LIMIT_BYTES} bytes.",
 )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request gunicorn refused before the app ran, as the problem the client gets."""
+
+    status: int
+    type: str
+    detail: str
+
+
+# A header name as RFC 9110 (section 5.6.2) spells a token; only such a name is quoted
+# back in a detail (gunicorn may put a whole header line, value and all, in its error).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+_FRAMING_HEADERS = frozenset({"CONTENT-LENGTH", "TRANSFER-ENCODING"})
+_FRAMING_DETAIL = (
+    "The body's length is ambiguous: send one Content-Length of digits, or "
+    "Transfer-Encoding ending in chunked, not both."
+)
+
+
+def refusal_for(exc: BaseException, cfg: Any) -> Refusal | None:
+    """The problem for an error gunicorn raised while reading a request; None when the
+    error is ours (a bug, or a response header the app got wrong): a 500.
+
+    Details are fixed sentences with our limits, never the client's bytes.
+    """
+    if isinstance(exc, parse_errors.InvalidResponseHeader | parse_errors.InvalidResponseHeaderName):
+        return None
+    if isinstance(exc, parse_errors.LimitRequestLine):
+        return Refusal(
+            414,
+            "request-line-too-long",
+            f"The request line (method, target, version) must be at most "
+            f"{cfg.limit_request_line} bytes.",
+        )
+    if isinstance(exc, parse_errors.LimitRequestHeaders):
+        return Refusal(
+            431,
+            "headers-too-large",
+            f"At most {cfg.limit_request_fields} header fields of at most "
+            f"{cfg.limit_request_field_size} bytes each are accepted.",
+        )
+    if isinstance(exc, parse_errors.InvalidRequestLine):
+        return Refusal(
+            400,
+            "invalid-request-line",
+            "The request line must be `METHOD target HTTP/1.1`, ending in CRLF.",
+        )
+    if isinstance(exc, parse_errors.InvalidRequestMethod):
+        return Refusal(
+            400, "invalid-method", "The method must be an HTTP method in upper case, e.g. POST."
+        )
+    if isinstance(exc, parse_errors.InvalidHTTPVersion):
+        return Refusal(
+            400, "invalid-http-version", "The HTTP version must be HTTP/1.0 or HTTP/1.1."
+        )
+    if isinstance(exc, parse_errors.InvalidHeaderName):
+        return Refusal(
+            400,
+            "invalid-header",
+            "A header name is not a token (letters, digits and !#$%&'*+-.^_`|~; "
+            "no underscores, spaces or other bytes).",
+        )
+    if isinstance(exc, parse_errors.InvalidHeader):
+        return Refusal(400, "invalid-header", _invalid_header_detail(exc))
+    if isinstance(exc, parse_errors.ObsoleteFolding):
+        return Refusal(
+            400,
+            "invalid-header",
+            "A header value continues on the next line (obsolete line folding).",
+        )
+    if isinstance(exc, parse_errors.InvalidSchemeHeaders):
+        return Refusal(400, "invalid-header", "The forwarded-scheme headers contradict each other.")
+    if isinstance(exc, parse_errors.UnsupportedTransferCoding):
+        return Refusal(
+            501,
+            "unsupported-transfer-coding",
+            "Transfer-Encoding must be chunked; other codings are not supported.",
+        )
+    if isinstance(exc, parse_errors.ExpectationFailed):
+        return Refusal(417, "expectation-failed", "Only `Expect: 100-continue` is supported.")
+    if isinstance(
+        exc,
+        parse_errors.InvalidChunkSize
+        | parse_errors.ChunkMissingTerminator
+        | parse_errors.InvalidChunkExtension,
+    ):
+        return Refusal(400, "malformed-body", MALFORMED_BODY_DETAIL)
+    if isinstance(exc, parse_errors.InvalidProxyLine | parse_errors.InvalidProxyHeader):
+        return Refusal(400, "invalid-proxy-header", "The PROXY protocol header is malformed.")
+    if isinstance(exc, parse_errors.ForbiddenProxyRequest):
+        return Refusal(
+            403, "proxy-forbidden", "The PROXY protocol is not accepted from this address."
+        )
+    if isinstance(exc, parse_errors.InvalidH2CPreface):
+        return Refusal(
+            400, "invalid-http2-preface", "The connection did not open with the HTTP/2 preface."
+        )
+    if isinstance(exc, ssl.SSLError):
+        return Refusal(400, "tls-handshake-failed", "The TLS handshake failed.")
+    return None
+
+
+def _invalid_header_detail(exc: Any) -> str:
+    name = str(getattr(exc, "hdr", ""))
+    if name.upper() in _FRAMING_HEADERS:
+        return _FRAMING_DETAIL
+    if _TOKEN.fullmatch(name):
+        return (
+            f"The {name.title()} header is invalid: repeated where one is allowed, or its "
+            "value holds a control character."
+        )
+    return "A header line is malformed: each must be `Name: value`, ending in CRLF."
+
+
+INTERNAL_ERROR = _problem(500, "internal-error", INTERNAL_ERROR_DETAIL)
 
 
 @dataclass
@@ -188,6 +317,52 @@ class EdgeWorker(ThreadWorker):  # type: ignore[misc]
         config = getattr(self.wsgi, "config", None)
         if isinstance(config, Mapping) and config.get("MAX_CONTENT_LENGTH"):
             self.body_limit = int(config["MAX_CONTENT_LENGTH"])
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        """Answer what gunicorn raised outside the app as a problem, not gunicorn's HTML.
+
+        A client's fault is one log line naming the problem type (no traceback, no
+        request bytes: a header line may hold a credential); anything else is logged
+        with its traceback and answered with a generic 500.
+        """
+        started = datetime.now()
+        refusal = refusal_for(exc, self.cfg)
+        if refusal is None:
+            self.log.error("unhandled %s serving a request", type(exc).__name__, exc_info=exc)
+            response = INTERNAL_ERROR
+            status = 500
+        else:
+            self.log.info(
+                "request refused before the app: %d %s (%s)",
+                refusal.status,
+                refusal.type,
+                type(exc).__name__,
+            )
+            response = _problem(refusal.status, refusal.type, refusal.detail)
+            status = refusal.status
+        try:
+            util.write_nonblock(client, response)
+            # FIN now: the thread closes the socket next, and gunicorn never reads the rest.
+            client.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.log.debug("Failed to send error message.")
+        if req is None and isinstance(exc, parse_errors.InvalidHeader):
+            req = exc.req  # parsed up to the bad header: enough for the access log
+        if req is not None:
+            self._log_access(req, client, addr, status, len(response), started)
+
+    def _log_access(
+        self, req: Any, client: Any, addr: Any, status: int, length: int, started: datetime
+    ) -> None:
+        """The access-log line gunicorn writes for a refused request (when one is kept)."""
+        addr = addr or ("", -1)  # a unix socket
+        environ = default_environ(req, client, self.cfg)
+        environ["REMOTE_ADDR"] = addr[0]
+        environ["REMOTE_PORT"] = str(addr[1])
+        resp = Response(req, client, self.cfg)
+        resp.status = f"{status} {HTTPStatus(status).phrase}"
+        resp.response_length = length
+        self.log.access(resp, req, environ, datetime.now() - started)
 
     def _buffers(self, client: Any) -> bool:
         """Plain HTTP/1.1 connections are read here; TLS and h2c go the gthread way."""

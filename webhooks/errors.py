@@ -20,7 +20,10 @@ from werkzeug.exceptions import HTTPException
 
 __all__ = [
     "BODY_FRAMING_ERRORS",
+    "INTERNAL_ERROR_DETAIL",
+    "MALFORMED_BODY_DETAIL",
     "ProblemError",
+    "problem_document",
     "problem_response",
     "register_error_handlers",
     "PROBLEM_BASE",
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 # (A response header the app got wrong is a ParseException too, and stays a 500.)
 BODY_FRAMING_ERRORS: tuple[type[Exception], ...] = (ParseException, NoMoreData)
 _OUR_FAULT = (InvalidResponseHeader, InvalidResponseHeaderName)
+# Shared with the edge worker, which answers the same faults when gunicorn finds them.
+MALFORMED_BODY_DETAIL = "The request body's HTTP framing is invalid."
+INTERNAL_ERROR_DETAIL = "An unexpected error occurred."
 
 
 class ProblemError(Exception):
@@ -59,16 +65,24 @@ class ProblemError(Exception):
         self.headers = headers or {}
 
 
+def problem_document(
+    status: int, type_: str, detail: str, *, title: str | None = None
+) -> dict[str, Any]:
+    """The members every problem has; ``title`` defaults to the slug in words, as in
+    ``ProblemError`` (the edge worker builds its answers with this too)."""
+    return {
+        "type": PROBLEM_BASE + type_,
+        "title": title or type_.replace("-", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+    }
+
+
 def problem_response(problem: ProblemError) -> Response:
     if has_request_context():
         # For after-request hooks (ingest's metrics count refusals by problem type).
         g.problem_type = problem.type
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + problem.type,
-        "title": problem.title,
-        "status": problem.status,
-        "detail": problem.detail,
-    }
+    body = problem_document(problem.status, problem.type, problem.detail, title=problem.title)
     if problem.errors is not None:
         body["errors"] = problem.errors
     response = Response(
@@ -104,18 +118,14 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(error: Exception) -> Response:
         # Logged with its type only: the message could carry request data.
         log.error("unhandled %s at the edge", type(error).__name__, exc_info=error)
-        return problem_response(
-            ProblemError(500, "internal-error", "An unexpected error occurred.")
-        )
+        return problem_response(ProblemError(500, "internal-error", INTERNAL_ERROR_DETAIL))
 
     def _malformed_body(error: Exception) -> Response:
         if isinstance(error, _OUR_FAULT):
             return _unexpected(error)
         # Logged without a traceback (nor a Sentry event): it says nothing about our code.
         log.info("request body refused: %s", type(error).__name__)
-        return problem_response(
-            ProblemError(400, "malformed-body", "The request body's HTTP framing is invalid.")
-        )
+        return problem_response(ProblemError(400, "malformed-body", MALFORMED_BODY_DETAIL))
 
     for framing_error in BODY_FRAMING_ERRORS:
         app.register_error_handler(framing_error, _malformed_body)

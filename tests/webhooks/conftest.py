@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from tests.webhooks.serving import gunicorn_server
 from webhooks import create_app
 from worker.config import Settings
 from worker.signing import sign
@@ -153,3 +155,19 @@ def live_url(app: Flask) -> Iterator[str]:
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()
+
+
+@pytest.fixture
+def gunicorn_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The receiver as production serves it: gunicorn with gunicorn.conf.py and its
+    worker class (``EdgeWorker``); the log is ``tmp_path / "gunicorn.log"``."""
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "KEY_PREFIX": settings.key_prefix,
+        "CONIQ_WEBHOOK_SECRETS": settings.coniq_webhook_secrets[0],
+        "EVENT_SECRETS": settings.event_secrets[0],
+        "ADMIN_TOKEN": settings.admin_token,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    with gunicorn_server(env, tmp_path / "gunicorn.log") as url:
+        yield url

@@ -5,15 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
@@ -31,7 +26,6 @@ from worker.stores.keys import Keys
 from worker.stores.outbox import Outbox
 
 PROBLEM = "https://rewardrelay.dev/problems/"
-REPO = Path(__file__).resolve().parents[2]
 NEW_SECRET = "whsec_" + base64.b64encode(b"the-new-internal-events-secret!!").decode()
 
 
@@ -581,53 +575,6 @@ def test_chunked_body_of_exactly_the_limit_is_accepted_over_real_http(
     # then the whole body was read and verified
     assert response.status_code == 202, response.text
     assert len(outbox_units(redis_client, key_prefix)) == 3
-
-
-@pytest.fixture
-def gunicorn_url(settings, tmp_path) -> Iterator[str]:
-    """The receiver as production serves it: gunicorn with gunicorn.conf.py, one worker
-    (whatever worker class that file chooses: its chunked reading is what is tested)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "KEY_PREFIX": settings.key_prefix,
-        "CONIQ_WEBHOOK_SECRETS": settings.coniq_webhook_secrets[0],
-        "EVENT_SECRETS": settings.event_secrets[0],
-        "ADMIN_TOKEN": settings.admin_token,
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "WEB_CONCURRENCY": "1",
-    }
-    env.pop("SENTRY_DSN", None)
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "gunicorn.log"
-            ).read_text()[-2000:]
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 def test_chunked_bodies_over_and_at_the_limit_under_gunicorn(
