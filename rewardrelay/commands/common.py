@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,11 +35,15 @@ __all__ = [
     "describe_error",
     "iso_utc",
     "ok_json",
+    "port_number",
     "print_json",
     "quote_id",
     "redis_unreachable",
     "request",
     "safe_url",
+    "seconds",
+    "start_the_stack",
+    "whole_number",
 ]
 
 EXIT_OK = 0
@@ -80,6 +85,55 @@ def quote_id(value: str) -> str:
     if quoted in (".", ".."):
         return quoted.replace(".", "%2E")
     return quoted
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer from ``minimum`` (to ``maximum``). argparse exits 2
+    with one line naming the option: ``argument --limit: must be ..., got '0'``."""
+    span = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be a whole number {span}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def port_number(*, free: bool = False) -> Callable[[str], int]:
+    """An argparse ``type``: a TCP port, 1 to 65535 (0 too with ``free``: a free one)."""
+    minimum = 0 if free else 1
+
+    def parse(raw: str) -> int:
+        if not raw.strip().isdigit() or not minimum <= int(raw) <= 65535:
+            zero = " (0: a free one)" if free else ""
+            raise argparse.ArgumentTypeError(
+                f"must be a port number from {minimum} to 65535{zero}, got {raw!r}"
+            )
+        return int(raw)
+
+    return parse
+
+
+def seconds(*, zero: bool) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number of seconds, above 0 (or 0 or more with
+    ``zero``); a negative wait or timeout is refused, never treated as none."""
+    span = "0 or more" if zero else "above 0"
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds, {span}, got {raw!r}")
+        return value
+
+    return parse
 
 
 def add_url_argument(parser: argparse.ArgumentParser) -> None:
@@ -133,18 +187,23 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def start_the_stack(otherwise: str) -> str:
+    """The fix every stack-down line names: the local stack, or ``otherwise`` (an address
+    to give, e.g. ``set REDIS_URL``)."""
+    return f"start `rewardrelay run`, or {otherwise}"
+
+
 def receiver_unreachable(url: str, exc: httpx.HTTPError) -> str:
     """One line naming the cause and the fix, for a receiver that does not answer."""
     cause = "connection refused" if isinstance(exc, httpx.ConnectError) else type(exc).__name__
-    return (
-        f"cannot reach the receiver at {_origin(url)} ({cause}) — start `rewardrelay run`, "
-        "or give --url / set RECEIVER_URL"
+    return f"cannot reach the receiver at {_origin(url)} ({cause}) — " + start_the_stack(
+        "give --url / set RECEIVER_URL"
     )
 
 
 def redis_unreachable(url: str) -> str:
     """The same line for Redis."""
-    return f"cannot reach Redis at {safe_url(url)} — start `rewardrelay run`, or set REDIS_URL"
+    return f"cannot reach Redis at {safe_url(url)} — " + start_the_stack("set REDIS_URL")
 
 
 def request(method: str, url: str, *, headers: Mapping[str, str], **kwargs: Any) -> httpx.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rewardrelay.commands.common import EXIT_OK, CommandError, redis_unreachable
+from rewardrelay.commands.common import EXIT_OK, CommandError, redis_unreachable, seconds
 from rewardrelay.datadir import DataDir
 from worker.config import Settings
 
@@ -15,7 +15,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     connect = sub.add_parser("connect", help="authorize access to a reward source once")
     connect.add_argument("source", choices=("orders-platform",))
     connect.add_argument(
-        "--timeout", type=float, default=300.0, metavar="SECONDS", help="wait for the redirect"
+        "--timeout",
+        type=seconds(zero=False),
+        default=300.0,
+        metavar="SECONDS",
+        help="wait for the redirect",
     )
     connect.set_defaults(handler=cmd_connect)
 

@@ -26,11 +26,17 @@ from rewardrelay.commands.common import (
     print_json,
     quote_id,
     request,
+    whole_number,
 )
+from worker.stores.models import UnitId
 
-__all__ = ["format_table", "parse_since", "register"]
+__all__ = ["DEAD_LETTER_LIMIT_MAX", "dead_letter_id", "format_table", "parse_since", "register"]
 
+# The admin API's cap on a listing or bulk replay (webhooks.admin.BULK_REPLAY_MAX, not
+# imported here: it would load Flask; a test keeps them equal).
+DEAD_LETTER_LIMIT_MAX = 1000
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+ID_HELP = "the letter's id, EVENT_ID:LINE:INDEX (as `dlq list` shows it)"
 # Longest detail shown in a listing (``dlq show`` shows it whole).
 DETAIL_CHARS = 120
 # Fields of one letter shown by ``dlq show``, in order; others follow alphabetically.
@@ -73,18 +79,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--provider", help="e.g. ifeelgoods, rewardops")
         p.add_argument("--reason", help="failure reason, e.g. rejected, exhausted")
         p.add_argument("--since", help="Unix seconds, ISO 8601 time, or a duration (2h, 1d)")
-        p.add_argument("--limit", type=int, default=None)
+        p.add_argument(
+            "--limit",
+            type=whole_number(1, DEAD_LETTER_LIMIT_MAX),
+            default=None,
+            help=f"at most this many letters (1 to {DEAD_LETTER_LIMIT_MAX})",
+        )
 
     dlq_list = dlq_sub.add_parser("list", help="dead letters waiting for an operator")
     filters(dlq_list)
     dlq_list.add_argument("--json", action="store_true")
     add_url_argument(dlq_list)
     dlq_show = dlq_sub.add_parser("show", help="one dead letter with its attempt history")
-    dlq_show.add_argument("id")
+    dlq_show.add_argument("id", type=dead_letter_id, help=ID_HELP)
     dlq_show.add_argument("--json", action="store_true")
     add_url_argument(dlq_show)
     dlq_replay = dlq_sub.add_parser("replay", help="replay one, or --all matching the filters")
-    dlq_replay.add_argument("id", nargs="?")
+    dlq_replay.add_argument("id", nargs="?", type=dead_letter_id, help=ID_HELP)
     dlq_replay.add_argument("--all", action="store_true")
     dlq_replay.add_argument("--dry-run", action="store_true")
     dlq_replay.add_argument(
@@ -95,10 +106,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     filters(dlq_replay)
     add_url_argument(dlq_replay)
     dlq_discard = dlq_sub.add_parser("discard", help="discard one dead letter (recorded)")
-    dlq_discard.add_argument("id")
+    dlq_discard.add_argument("id", type=dead_letter_id, help=ID_HELP)
     dlq_discard.add_argument("--reason", default="")
     add_url_argument(dlq_discard)
     dlq.set_defaults(handler=cmd_dlq)
+
+
+def dead_letter_id(raw: str) -> str:
+    """An argparse ``type``: a dead letter's id is its unit's, ``EVENT_ID:LINE:INDEX``.
+
+    Anything else cannot name a letter: said here (exit 2), not as the API's "not found".
+    """
+    try:
+        UnitId.parse(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a dead-letter id: one is EVENT_ID:LINE:INDEX, e.g. "
+            "evt_01JD7Q2M3X:0:1 (the ID column of `rewardrelay dlq list`)"
+        ) from None
+    return raw
 
 
 def parse_since(raw: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from rewardrelay.commands.common import EXIT_OK, EXIT_USAGE, CommandError
+from rewardrelay.commands.common import EXIT_OK, EXIT_USAGE, CommandError, port_number
 
 __all__ = ["register"]
 
@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox = sub.add_parser("sandbox", help="run a provider sandbox in the foreground")
     # Not a fixed choice: sandboxes.server knows which sandboxes exist (and says so).
     sandbox.add_argument("name", help="ifeelgoods, rewardops, ... (see sandboxes.server)")
-    sandbox.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    sandbox.add_argument(
+        "--port", type=port_number(free=True), default=0, help="port (default: a free one)"
+    )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.set_defaults(handler=cmd_sandbox)
 

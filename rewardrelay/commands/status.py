@@ -28,6 +28,7 @@ from rewardrelay.commands.common import (
     print_json,
     quote_id,
     request,
+    seconds,
 )
 
 __all__ = ["register", "status_exit_code"]
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status.add_argument("--json", action="store_true", help="print the API's JSON")
     status.add_argument(
         "--wait",
-        type=float,
+        type=seconds(zero=True),
         default=0.0,
         metavar="SECONDS",
         help="poll until terminal, reporting each state change on stderr",
