@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import httpx
 
-from rewardrelay.commands.common import EXIT_FAILED, EXIT_OK, safe_url
+from rewardrelay.commands.common import EXIT_FAILED, EXIT_OK, safe_url, start_the_stack
 from rewardrelay.datadir import DataDir
 from worker.config import ENV_ALIASES, Settings, SettingsError
 
@@ -37,7 +37,8 @@ def setting_lines(settings: Settings) -> list[str]:
 
 
 def cmd_check(_args: argparse.Namespace) -> int:
-    env = DataDir.from_env().client_environ()
+    data_dir = DataDir.from_env()
+    env = data_dir.client_environ()
     results: list[bool] = []
 
     def report(item: str, problem: str | None) -> None:
@@ -49,6 +50,12 @@ def cmd_check(_args: argparse.Namespace) -> int:
         settings.require("REDIS_URL", "CONIQ_WEBHOOK_SECRETS", "EVENT_SECRETS", "ADMIN_TOKEN")
     except SettingsError as exc:
         report("settings", f"invalid setting {exc}")
+        if exc.variable == "REDIS_URL" and not env.get("REDIS_URL", "").strip():
+            # Still unset after client_environ: no stack runs on this data directory.
+            print(
+                f"       no local stack is running ({data_dir.path}) — "
+                + start_the_stack("set REDIS_URL")
+            )
         return EXIT_FAILED
     report("settings", None)
     for line in setting_lines(settings):
@@ -156,7 +163,7 @@ def _probe_redis(settings: Settings) -> str | None:
     try:
         client.ping()
     except redis.ConnectionError:
-        return "cannot connect — start `rewardrelay run`, or set REDIS_URL"
+        return "cannot connect — " + start_the_stack("set REDIS_URL")
     except redis.RedisError as exc:
         return f"PING failed: {type(exc).__name__}: {exc}"
     finally:

@@ -74,14 +74,33 @@ def test_rejected_credentials_and_unreachable_providers_fail(local_services, mon
     assert "credentials rejected (HTTP 401)" in out
 
 
-def test_missing_redis_url_fails_the_settings_item(cli_env, capsys):
+def test_missing_redis_url_fails_the_settings_item_and_says_how_to_start_the_stack(cli_env, capsys):
+    # given no REDIS_URL and no `rewardrelay run` on the data directory (the stack is down)
+
     # when
     code = main(["check"])
 
-    # then
+    # then the failure, and one line naming the fix, worded as the other stack-down lines
     out = capsys.readouterr().out.strip()
     assert code == 1
-    assert out == "FAIL settings: invalid setting REDIS_URL: is required but not set"
+    assert out.splitlines() == [
+        "FAIL settings: invalid setting REDIS_URL: is required but not set",
+        f"       no local stack is running ({cli_env}) — start `rewardrelay run`, or set REDIS_URL",
+    ]
+
+
+def test_a_malformed_redis_url_gets_no_stack_hint(cli_env, monkeypatch, capsys):
+    # given a REDIS_URL the operator set, wrongly
+    monkeypatch.setenv("REDIS_URL", "http://not-redis")
+
+    # when
+    code = main(["check"])
+
+    # then only the setting is named: starting a stack would not change it
+    out = capsys.readouterr().out.strip()
+    assert code == 1
+    assert out.startswith("FAIL settings: invalid setting REDIS_URL")
+    assert "rewardrelay run" not in out
 
 
 _BROKEN = {
