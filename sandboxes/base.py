@@ -51,6 +51,11 @@ class SandboxState:
 
     Subclasses add their resources and override :meth:`_reset_data`. Every mutation happens
     under ``lock`` (a re-entrant lock, so helpers may nest).
+
+    A reset also abandons the requests a fault is holding back: a write delayed by a
+    ``latency`` fault whose client gave up must not land in the state the next test starts
+    from (it would count as an issue nobody made). Each request takes the current
+    :meth:`epoch` when it starts; a reset ends that epoch and wakes every fault wait in it.
     """
 
     def __init__(self, *, seed: int | None = 0, clock: Callable[[], float] = time.time) -> None:
@@ -61,10 +66,23 @@ class SandboxState:
         self.issued: Counter[str] = Counter()
         self.requests = 0
         self.tokens: dict[str, float] = {}  # token -> expiry (epoch seconds)
+        self._epoch = threading.Event()  # set once a reset ends the current epoch
+
+    def epoch(self) -> threading.Event:
+        """The current epoch: set by the next reset (hand it to :meth:`hold`)."""
+        with self.lock:
+            return self._epoch
+
+    @staticmethod
+    def hold(epoch: threading.Event, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a fault; True when a reset ended ``epoch`` meanwhile."""
+        return epoch.wait(seconds) if seconds > 0 else epoch.is_set()
 
     def reset(self) -> None:
-        """Forget every resource, token, counter and fault rule."""
+        """Forget every resource, token, counter and fault rule; abandon held requests."""
         with self.lock:
+            self._epoch.set()
+            self._epoch = threading.Event()
             self.faults.reset(self._seed)
             self.issued.clear()
             self.requests = 0
@@ -168,7 +186,7 @@ def install(app: Flask, state: SandboxState, error: ErrorResponder) -> None:
     requests (a ``token_expired`` fault must win over a valid token).
     """
     app.before_request(functools.partial(_apply_fault, state, error))
-    app.after_request(_delay_after_commit)
+    app.after_request(functools.partial(_delay_after_commit, state))
     control = Blueprint("sandbox_control", __name__, url_prefix=CONTROL_PREFIX)
     register_endpoints(control, _ControlApi(state), CONTROL_ENDPOINTS)
     app.register_blueprint(control)
@@ -178,6 +196,7 @@ def _apply_fault(state: SandboxState, error: ErrorResponder) -> Response | None:
     """Before each provider request: count it, pick its fault and apply the early kinds."""
     if request.path.startswith(CONTROL_PREFIX):
         return None
+    g.sandbox_epoch = state.epoch()
     with state.lock:
         state.requests += 1
     try:
@@ -187,13 +206,17 @@ def _apply_fault(state: SandboxState, error: ErrorResponder) -> Response | None:
     g.sandbox_fault = fault
     if fault is None:
         return None
-    return _early_fault_response(fault, error)
+    return _early_fault_response(state, fault, error)
 
 
-def _early_fault_response(fault: Fault, error: ErrorResponder) -> Response | None:
+def _early_fault_response(
+    state: SandboxState, fault: Fault, error: ErrorResponder
+) -> Response | None:
     """The answer a fault gives instead of the view, or None to let the view run."""
     if fault.kind is FaultKind.LATENCY:
-        time.sleep(fault.ms / 1000)
+        if state.hold(g.sandbox_epoch, fault.ms / 1000):
+            # Reset while held: the view must not write into the next run's state.
+            return error(503, None, "The sandbox was reset while this request was held.")
         return None
     if fault.kind is FaultKind.STATUS:
         if not fault.body:
@@ -215,11 +238,12 @@ def _early_fault_response(fault: Fault, error: ErrorResponder) -> Response | Non
     return None
 
 
-def _delay_after_commit(response: Response) -> Response:
+def _delay_after_commit(state: SandboxState, response: Response) -> Response:
     fault = current_fault()
     if fault is not None and fault.kind is FaultKind.COMMIT_THEN_TIMEOUT:
         # The view has committed; answering late makes the client time out not knowing.
-        time.sleep(fault.seconds)
+        # A reset ends the wait early (the write belonged to the state it cleared).
+        state.hold(g.sandbox_epoch, fault.seconds)
     return response
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -249,3 +250,25 @@ def test_reset_clears_resources_counters_and_rules(
     assert ifg.get(f"/redemptions/{rid}").status_code == 404
     assert ifg_control.counters()["issued"] == {}
     assert httpx.get(f"{ifg_control.url}/_sandbox/faults").json()["rules"] == []
+
+
+def test_reset_abandons_a_write_held_by_latency_so_it_never_lands_afterwards(
+    ifg: httpx.Client, ifg_control: SandboxControl
+) -> None:
+    """A test's late write (client gone, fault still holding it) must not leak into the next."""
+    # given a write held back for 3 s by a latency fault
+    ifg_control.set_faults({"kind": "latency", "ms": 3000, "times": 1})
+    answers: list[httpx.Response] = []
+    body = {"data": {"order_id": "o-held", "user": USER}}
+    writer = threading.Thread(target=lambda: answers.append(ifg.post(REDEEM_PATH, json=body)))
+    writer.start()
+    deadline = time.monotonic() + 10
+    while ifg_control.counters()["faults_injected"] != {"latency": 1}:
+        assert time.monotonic() < deadline, "the held write never reached the sandbox"
+        time.sleep(0.01)
+    # when the sandbox is reset while it holds the write
+    ifg_control.reset()
+    writer.join(timeout=10)
+    # then the write is answered 503 without running, and nothing was issued after the reset
+    assert [answer.status_code for answer in answers] == [503]
+    assert ifg_control.counters()["issued"] == {}
