@@ -14,6 +14,7 @@ from flask import Flask
 from tasks.routing import load_rules
 from webhooks.context import EXTENSION_KEY, EdgeContext, edge_context
 from webhooks.errors import register_error_handlers
+from webhooks.health import BROKER_CHECK_TIMEOUT_SECONDS, BrokerProbe
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
 from worker.observability import configure_logging, init_sentry, skip_unused_record_fields
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         skip_unused_record_fields()
         init_sentry(settings, component="web")
     keys = Keys(settings.key_prefix)
+    celery = make_celery(settings)
     context = EdgeContext(
         settings=settings,
         redis=client,
@@ -70,7 +72,10 @@ def create_app(settings: Settings | None = None) -> Flask:
             wait_timeout_ms=settings.store_wait_timeout_ms,
         ),
         rules=rules,
-        celery=make_celery(settings),
+        celery=celery,
+        broker_probe=BrokerProbe(
+            celery, settings.celery_broker_url, timeout=BROKER_CHECK_TIMEOUT_SECONDS
+        ),
     )
 
     app = Flask(__name__)

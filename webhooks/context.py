@@ -8,7 +8,7 @@ one process with different settings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import current_app
@@ -17,6 +17,9 @@ from tasks.routing import Rules
 from worker.config import Settings
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
+
+if TYPE_CHECKING:  # health imports this module: name the type only for the checker
+    from webhooks.health import BrokerProbe
 
 __all__ = ["EXTENSION_KEY", "EdgeContext", "edge_context"]
 
@@ -27,8 +30,9 @@ EXTENSION_KEY = "rewardrelay"
 class EdgeContext:
     """The edge's dependencies.
 
-    ``celery`` is used only by the readiness probe: the edge never publishes tasks (the
-    relay publishes what ``Inbox.accept`` appended to the outbox stream).
+    ``celery`` is used only by the readiness probe (through ``broker_probe``, a
+    ``webhooks.health.BrokerProbe``): the edge never publishes tasks (the relay publishes
+    what ``Inbox.accept`` appended to the outbox stream).
     """
 
     settings: Settings
@@ -37,6 +41,7 @@ class EdgeContext:
     inbox: Inbox
     rules: Rules
     celery: Any  # celery.Celery (untyped library)
+    broker_probe: BrokerProbe
 
 
 def edge_context() -> EdgeContext:
