@@ -31,6 +31,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
 from flask import Blueprint, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
@@ -38,6 +39,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from werkzeug.routing import PathConverter
 
 from tasks.routing import PROVIDERS, RulesError, load_rules
+from webhooks import token_guesses
 from webhooks.errors import ProblemError
 from webhooks.jsonbody import read_admin_body, string_keys
 from webhooks.schemas import MAX_TEXT_CHARS, SOURCES
@@ -85,7 +87,12 @@ def _ctx() -> Any:
 
 
 def require_admin(view: F) -> F:
-    """Refuse the request unless it carries ``Authorization: Bearer <ADMIN_TOKEN>``."""
+    """Refuse the request unless it carries ``Authorization: Bearer <ADMIN_TOKEN>``.
+
+    Wrong tokens count against the client address like the console's sign-in (one shared
+    limit, :mod:`webhooks.token_guesses`): beyond it, 429 with Retry-After, whatever the
+    token. A right token is never counted.
+    """
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
@@ -99,7 +106,27 @@ def require_admin(view: F) -> F:
                 "An admin bearer token is required.",
                 headers={"WWW-Authenticate": 'Bearer realm="rewardrelay-admin"'},
             )
-        if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        guesses = token_guesses.guesses_key()
+        try:
+            retry_after = token_guesses.count_guess(guesses)
+            if retry_after:
+                raise ProblemError(
+                    429,
+                    "too-many-token-guesses",
+                    "Too many wrong admin tokens from this address; retry later.",
+                    headers={"Retry-After": str(retry_after)},
+                )
+            right = hmac.compare_digest(token.strip().encode(), expected.encode())
+            if right:
+                token_guesses.take_back_guess(guesses)
+        except redis.RedisError as exc:
+            raise ProblemError(
+                503,
+                "store-unavailable",
+                "The store is unavailable; retry later.",
+                headers={"Retry-After": "5"},
+            ) from exc
+        if not right:
             raise ProblemError(
                 401,
                 "unauthorized",

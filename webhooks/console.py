@@ -15,7 +15,8 @@ cookie itself is Flask's signed cookie, keyed by an HMAC of ``ADMIN_TOKEN`` (rot
 token signs everyone out), holding that id, the CSRF token and flash messages, and
 scoped to ``/admin``: Secure, HttpOnly, SameSite=Strict. Sign-in attempts are limited
 per client address (``SIGN_IN_ATTEMPTS`` wrong tokens per ``SIGN_IN_WINDOW_SECONDS``,
-a fixed window counted in Redis), answered 429 with Retry-After beyond that. The
+a fixed window counted in Redis and shared with the admin API's bearer tokens:
+:mod:`webhooks.token_guesses`), answered 429 with Retry-After beyond that. The
 address is the peer's: behind a proxy, every client shares the proxy's, so a deployment
 there must pass the client address through (e.g. werkzeug's ``ProxyFix``).
 Browsers keep Secure cookies over https, and over plain http only for loopback hosts
@@ -58,6 +59,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.routing import PathConverter
 
+from webhooks import token_guesses
 from webhooks.admin import (
     event_state,
     rules_fingerprint_now,
@@ -103,8 +105,8 @@ CSRF_FIELD = "csrf_token"
 SESSION_IDLE_SECONDS = 2 * 3600
 SESSION_MAX_SECONDS = 12 * 3600
 # Wrong tokens one client address may send per window before sign-in answers 429.
-SIGN_IN_ATTEMPTS = 10
-SIGN_IN_WINDOW_SECONDS = 300
+SIGN_IN_ATTEMPTS = token_guesses.GUESSES
+SIGN_IN_WINDOW_SECONDS = token_guesses.WINDOW_SECONDS
 LIST_LIMIT = 200  # letters shown on one page (the filters narrow it further)
 SCAN_LIMIT = 5000  # waiting letters read to build one listing and its filter choices
 DISCARD_REASON_MAX = 200  # characters kept in the audit log
@@ -331,8 +333,8 @@ def sign_in() -> ResponseReturnValue:
         if _signed_in():
             return redirect(target, 303)
         return _page("console/sign_in.html", next=target)
-    attempts_key = _attempts_key()
-    retry_after = _count_sign_in_attempt(attempts_key)
+    attempts_key = token_guesses.guesses_key()
+    retry_after = token_guesses.count_guess(attempts_key)
     if retry_after:
         page, status = _page(
             "console/sign_in.html",
@@ -348,7 +350,7 @@ def sign_in() -> ResponseReturnValue:
         return _page(
             "console/sign_in.html", 401, next=target, error="That token is not the admin token."
         )
-    _take_back_sign_in_attempt(attempts_key)
+    token_guesses.take_back_guess(attempts_key)
     _start_session()
     return redirect(target, 303)
 
@@ -358,36 +360,6 @@ def sign_out() -> ResponseReturnValue:
     _end_session()
     flash("Signed out.")
     return redirect(url_for("console.sign_in"), 303)
-
-
-def _attempts_key() -> str:
-    """This client address's counter for the current fixed window."""
-    window = int(time.time()) // SIGN_IN_WINDOW_SECONDS
-    address = request.remote_addr or "unknown"
-    return f"{edge_context().keys.prefix}:console:sign-in:{address}:{window}"
-
-
-def _count_sign_in_attempt(key: str) -> int:
-    """Count one attempt under ``key``; seconds to wait when over the limit, else 0.
-
-    Counted before the token is checked (one atomic INCR), so parallel guesses cannot
-    slip past the limit. (SET NX EX, not EXPIRE NX: the embedded Redis is 6.2.)
-    """
-    pipe = edge_context().redis.pipeline()
-    pipe.set(key, 0, ex=SIGN_IN_WINDOW_SECONDS, nx=True)
-    pipe.incr(key)
-    _, attempts = pipe.execute()
-    if int(attempts) <= SIGN_IN_ATTEMPTS:
-        return 0
-    return SIGN_IN_WINDOW_SECONDS - int(time.time()) % SIGN_IN_WINDOW_SECONDS
-
-
-def _take_back_sign_in_attempt(key: str) -> None:
-    """A right token does not count against the address (only guesses do)."""
-    pipe = edge_context().redis.pipeline()
-    pipe.set(key, 0, ex=SIGN_IN_WINDOW_SECONDS, nx=True)
-    pipe.decr(key)
-    pipe.execute()
 
 
 def _duration(seconds: int) -> str:

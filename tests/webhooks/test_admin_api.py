@@ -7,12 +7,14 @@ own Redis, then read and changed through the HTTP API built by ``create_app``.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
 from webhooks.admin import REPLAY_RATE_PER_SECOND
 from webhooks.paths import dead_letter_path
+from webhooks.token_guesses import GUESSES, WINDOW_SECONDS
 from worker.stores.crypto import CodeVault
 from worker.stores.dead_letters import DeadLetters, LetterStatus
 from worker.stores.inbox import Inbox
@@ -173,6 +175,53 @@ def test_every_endpoint_refuses_missing_or_wrong_token_with_401(client, seed, me
     # and nothing was changed
     assert seed.letters.get(letter_id).status is LetterStatus.WAITING
     assert seed.ledger.get(letter_id).state is UnitState.DEAD_LETTERED
+
+
+def _as(address: str) -> dict[str, dict[str, str]]:
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+def test_wrong_admin_tokens_are_limited_per_address_and_right_ones_never_count(
+    client, seed, admin
+) -> None:
+    # given an address that uses the right token (never counted), then guesses the limit
+    letter_id = seed.letter("evt_guess", time.time())
+    wrong = {"Authorization": "Bearer not-the-admin-token-at-all"}
+    for _ in range(GUESSES + 5):
+        assert client.get("/dead-letters", headers=admin, **_as("192.0.2.7")).status_code == 200
+    for _ in range(GUESSES):
+        response = client.get("/dead-letters", headers=wrong, **_as("192.0.2.7"))
+        assert_problem(response, 401, "unauthorized")
+    # when it tries again, with a wrong token and with the right one, on any admin route
+    limited = client.get("/dead-letters", headers=wrong, **_as("192.0.2.7"))
+    right = client.post(
+        f"/dead-letters/{letter_id}/replay", headers=admin, json={}, **_as("192.0.2.7")
+    )
+    other = client.get("/dead-letters", headers=admin, **_as("198.51.100.9"))
+    # then it is told to wait as a problem with Retry-After; nothing ran; others go on
+    for response in (limited, right):
+        assert_problem(response, 429, "too-many-token-guesses")
+        assert 0 < int(response.headers["Retry-After"]) <= WINDOW_SECONDS
+    assert seed.letters.get(letter_id).status is LetterStatus.WAITING
+    assert other.status_code == 200
+
+
+def test_admin_api_and_console_sign_in_share_the_wrong_token_limit(client, admin) -> None:
+    # given an address that spent its wrong tokens on the API
+    wrong = {"Authorization": "Bearer not-the-admin-token-at-all"}
+    for _ in range(GUESSES):
+        assert client.get("/lanes", headers=wrong, **_as("192.0.2.8")).status_code == 401
+    # when it turns to the console's sign-in form
+    page = client.get("/admin/sign-in", **_as("192.0.2.8"))
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    signed = client.post(
+        "/admin/sign-in",
+        data={"token": "another-guess-0123", "csrf_token": csrf.group(1)},
+        **_as("192.0.2.8"),
+    )
+    # then it is limited there too
+    assert signed.status_code == 429
 
 
 def test_fulfillment_shows_each_unit_with_codes_masked(client, admin, seed):

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 
 from tasks.routing import PROVIDERS
-from webhooks import admin, console, openapi
+from webhooks import admin, console, openapi, token_guesses
 from webhooks.schemas import (
     CONIQ_TYPES,
     MAX_EMAIL_CHARS,
@@ -139,3 +139,25 @@ def test_every_refusal_the_admin_bodies_make_is_documented():
     assert "body-required" in bulk["400"]["description"]
     assert "invalid-filter" in paths["/dead-letters"]["get"]["responses"]["422"]["description"]
     assert "429" in paths["/admin/sign-in"]["post"]["responses"]
+
+
+def test_every_admin_token_operation_documents_the_wrong_token_limit():
+    document = openapi.document()
+    guarded = [
+        (path, method, operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and operation.get("security") == [{"adminToken": []}]
+    ]
+    assert guarded
+    for path, method, operation in guarded:
+        limited = operation["responses"].get("429")
+        assert limited is not None, (method, path)
+        assert "Retry-After" in limited["headers"]
+        assert "too-many-token-guesses" in limited["description"]
+        assert (
+            f"{token_guesses.GUESSES} per {token_guesses.WINDOW_SECONDS // 60}-minute"
+            in (limited["description"])
+        )
+    scheme = document["components"]["securitySchemes"]["adminToken"]["description"]
+    assert f"{token_guesses.GUESSES} wrong tokens per" in scheme
