@@ -257,10 +257,13 @@ def test_worker_killed_mid_task_issues_once(stack: Stack, ifeelgoods) -> None:
     event = coniq_reward()
     stack.send(event)
     unit_id = f"{event['id']}:0:0"
-    deadline = time.time() + 10
-    while time.time() < deadline and stack.ledger.field(unit_id, "state") != "submitting":
+    # (waits for the sandbox to hold the redeem: "submitting" in the ledger comes before
+    # the request is sent, and a fixed pause after it may end before the request arrives)
+    deadline = time.time() + 30
+    while ifeelgoods.counters()["faults_injected"].get("latency", 0) < 1:
+        assert time.time() < deadline, stack.worker_logs()[-3000:]
         time.sleep(0.02)
-    time.sleep(0.5)
+    assert stack.ledger.field(unit_id, "state") == "submitting"
 
     # when every worker process is killed with SIGKILL in the middle of the task
     stack.kill_workers(signal.SIGKILL)
