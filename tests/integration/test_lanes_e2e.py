@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 
 OUTAGE_SECONDS = 36.0  # longer than the 30 s horizon below
 LANE_ENV = {
-    "RETRY_MAX_ATTEMPTS": "3",
+    # At least LANE_BREAKER_FAILURES (5): a unit's own failures count towards the breaker,
+    # so it cannot use up its attempts before the lane breaks. With 3, the first unit of
+    # an outage was dead-lettered whenever its retries outran the next arrivals (it spent
+    # 2 of its 3 before the breaker tripped in every measured run).
+    "RETRY_MAX_ATTEMPTS": "5",
     "RETRY_BASE_SECONDS": "0.2",
     "RETRY_MAX_DELAY_SECONDS": "1",
     "RETRY_HORIZON_SECONDS": "30",
