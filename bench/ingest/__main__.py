@@ -65,7 +65,7 @@ def start_gunicorn(target: Target, args: argparse.Namespace) -> tuple[subprocess
     port = free_port()
     command = [
         sys.executable, "-m", "gunicorn",
-        "-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads),
+        "-w", str(args.workers), "-k", args.worker_class, "--threads", str(args.threads),
         "--reuse-port",
         "-b", f"127.0.0.1:{port}", "--log-level", "warning", target.app,
     ]  # fmt: skip
@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=300.0, help="fixed-rate events/s")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--worker-class",
+        default="gthread",
+        help="gunicorn worker class for every target (webhooks.edge_worker.EdgeWorker: ours)",
+    )
     parser.add_argument("--load-processes", type=int, default=1)
     parser.add_argument("--connections", type=int, default=32, help="per load process")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds per target")
@@ -182,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows: list[dict[str, object]] = []
     print(
-        f"gunicorn -w {args.workers} -k gthread --threads {args.threads} --reuse-port; load "
+        f"gunicorn -w {args.workers} -k {args.worker_class} --threads {args.threads} --reuse-port; "
+        f"load "
         f"{args.load_processes}x{args.connections} keep-alive connections; "
         f"{args.duration:g} s per run; "
         f"{args.rounds} rounds, targets alternating; {os.cpu_count()} CPUs"
