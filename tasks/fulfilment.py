@@ -370,7 +370,8 @@ class _Attempt:
             "unrouted_value": "",
             "rules_file": "",
             "rules_fingerprint": "",
-            "attempts": self.number,
+            # Attempts that reached the lane's provider, not the ones it handed back.
+            "attempts": max(1, self.number - self.unit.set_asides),
             "created_at": now,
             "status": "waiting",
         }

@@ -149,7 +149,8 @@ def unit_view(unit: Unit, ledger: Ledger) -> dict[str, Any]:
     return {
         "id": unit.id,
         "state": unit.state.value,
-        "attempts": unit.attempts,
+        "attempts": unit.provider_attempts,
+        "waits": unit.set_asides,
         "provider": unit.provider,
         "provider_ref": unit.provider_ref,
         "codes": [mask_code(c) for c in ledger.codes(unit.id)],

@@ -129,6 +129,8 @@ def _print_status(body: Mapping[str, Any], units: Sequence[Mapping[str, Any]]) -
             f"provider={unit.get('provider') or '-'}",
             f"attempts={unit.get('attempts', 0)}",
         ]
+        if unit.get("waits"):  # handed back by a provider lane, no call made
+            parts.append(f"waits={unit['waits']}")
         if unit.get("provider_ref"):
             parts.append(f"ref={unit['provider_ref']}")
         if unit.get("codes"):

@@ -82,3 +82,26 @@ def test_a_follow_up_that_meets_a_429_keeps_following(
     assert unit is not None and unit.state is UnitState.AWAITING_DELIVERY
     assert rt.ledger.round_attempts(unit_id) == rounds
     assert lane_store(rt).view("rewardops").slowed_until > time.time()
+
+
+def test_waits_in_a_lane_are_shown_apart_from_the_attempts(
+    rt: WorkerRuntime,  # noqa: F811
+    controls: Any,  # noqa: F811
+) -> None:
+    # given a unit handed back twice by a paused lane, then fulfilled once it resumed
+    from webhooks.admin import unit_view
+
+    store = lane_store(rt)
+    store.set_state("ifeelgoods", "paused", reason="window", by="test", action="pause")
+    unit_id = _accept(rt, {"offer_id": "1001"})
+    assert fulfil_unit(unit_id, rt).action == "waiting-paused"
+    assert fulfil_unit(unit_id, rt).action == "waiting-paused"
+    store.set_state("ifeelgoods", "open", reason="", by="test", action="resume")
+    # when
+    fulfil_unit(unit_id, rt)
+    # then the operator sees one attempt (the one call) and two waits
+    unit = rt.ledger.get(unit_id)
+    assert unit is not None and unit.state is UnitState.FULFILLED
+    assert controls[0].counters()["requests"] >= 1
+    view = unit_view(unit, rt.ledger)
+    assert (view["attempts"], view["waits"]) == (1, 2)

@@ -143,6 +143,8 @@ local uid, attempt, restore, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local live_at, park, clear_first, record = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local cur = redis.call('HMGET', unit, 'attempts', 'state')
 if cur[1] ~= attempt or cur[2] ~= 'submitting' then return 0 end
+-- Counted apart from the attempts, which number every begin (the fencing token).
+redis.call('HINCRBY', unit, 'set_asides', 1)
 -- A parked unit may go the moment its lane releases it; a throttled one not before its
 -- limit allows (an earlier delivery is then skipped as early, without a round trip here).
 local next_at = now

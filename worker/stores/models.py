@@ -102,10 +102,18 @@ class Unit:
     updated_at: float = 0.0
     dead_letter_id: str = ""
     has_codes: bool = False
+    # Attempts a provider lane handed back (paused, broken, throttled): no call was made.
+    set_asides: int = 0
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def provider_attempts(self) -> int:
+        """Attempts that went to the provider: ``attempts`` numbers every begin (it fences
+        a stale worker's writes), including those a lane handed back without a call."""
+        return max(0, self.attempts - self.set_asides)
 
     @classmethod
     def from_hash(cls, unit_id: str, raw: dict[str, str]) -> Unit:
@@ -127,4 +135,5 @@ class Unit:
             updated_at=float(raw.get("updated_at") or 0),
             dead_letter_id=raw.get("dead_letter_id", ""),
             has_codes=bool(raw.get("codes")),
+            set_asides=int(raw.get("set_asides") or 0),
         )
