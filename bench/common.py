@@ -174,6 +174,25 @@ def start_celery(
     return child
 
 
+def start_workers(name: str, env: dict[str, str], log_dir: Path) -> Child:
+    """``rewardrelay worker`` as the ``Procfile`` runs it: ``WORKER_PROCESSES`` Celery
+    workers of the product's pool (one child, its workers in its process tree)."""
+    from worker.config import Settings
+
+    processes = Settings.from_env(env).worker_processes
+    argv = [
+        sys.executable, "-m", "rewardrelay.cli", "worker",
+        "--name", f"{name}-{uuid.uuid4().hex[:6]}", "--", "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    child = spawn(name, argv, env, log_dir)
+    deadline = time.monotonic() + 40.0
+    while child.log.read_bytes().count(b" ready.") < processes:
+        if not child.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: {processes} workers not ready:\n{child.log_tail()}")
+        time.sleep(0.1)
+    return child
+
+
 def start_sandbox(log_dir: Path, *, threads: int = 16) -> tuple[Child, str]:
     """The Ifeelgoods sandbox as its own process: one gunicorn worker (in-memory state)."""
     env = {**os.environ, "IFEELGOODS_API_KEY": IFG_KEY, "IFEELGOODS_API_SECRET": IFG_SECRET,

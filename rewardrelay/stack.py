@@ -5,7 +5,8 @@ sandboxes (``IFEELGOODS_API_KEY`` / ``REWARDOPS_CLIENT_ID`` unset), the reward-s
 sandboxes (``IGNICO_CLIENT_ID`` / ``ORDERS_CLIENT_ID`` / ``CONIQ_API_KEY`` unset), and
 generated secrets and admin token (from the local data directory). Then the production
 processes of the ``Procfile`` run as children with that environment: web (gunicorn),
-worker (celery), beat, relay and Flower. Their output is printed prefixed with their name.
+worker (``rewardrelay worker``: ``WORKER_PROCESSES`` celery workers), beat, relay and
+Flower. Their output is printed prefixed with their name.
 
 The supervisor stops everything on Ctrl-C or SIGTERM (SIGTERM, then SIGKILL after a
 timeout; Redis last), and stops everything with a non-zero exit when a child dies.
@@ -291,12 +292,10 @@ class Stack:
                     "webhooks:create_app()",
                 ],
             ),
+            # WORKER_PROCESSES Celery workers, rewardrelay-PORT-1@host and on.
             Child(
                 "worker",
-                [
-                    python, "-m", "celery", "-A", app, "worker", "-l", "info",
-                    "-E", "-n", f"rewardrelay-{self.port}@%h",
-                ],
+                [python, "-m", "rewardrelay.cli", "worker", "--name", f"rewardrelay-{self.port}"],
             ),
             Child(
                 "beat",

@@ -81,6 +81,9 @@ class Settings:
     # and its size: threads, or processes under prefork.
     worker_pool: str = "threads"
     worker_concurrency: int = 64
+    # Celery worker processes `rewardrelay worker` (and `run`) starts per host: each has
+    # one consumer thread and one GIL, which cap a thread-pool process near 150 units/s.
+    worker_processes: int = 2
     delivery_poll_seconds: float = 2.0
     # Reward sources (issue 6): pollers emit signed reward.granted events to the receiver.
     receiver_url: str = "http://127.0.0.1:8000"
@@ -149,6 +152,9 @@ class Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
         redis_url = _url(env, "REDIS_URL", "", ("redis", "rediss", "unix", SENTINEL_SCHEME))
+        worker_pool = _choice(env, "WORKER_POOL", "threads", ("threads", "prefork"))
+        # A prefork worker is already several processes: one of it per host by default.
+        processes = defaults.worker_processes if worker_pool == "threads" else 1
         return cls(
             redis_url=redis_url,
             broker_url=_url(
@@ -189,8 +195,9 @@ class Settings:
             unit_stale_seconds=_float(env, "UNIT_STALE_SECONDS", 45.0, low=0.5),
             sweep_interval_seconds=_float(env, "SWEEP_INTERVAL_SECONDS", 5.0, low=0.1),
             task_lease_seconds=_float(env, "TASK_LEASE_SECONDS", 60.0, low=1.0),
-            worker_pool=_choice(env, "WORKER_POOL", "threads", ("threads", "prefork")),
+            worker_pool=worker_pool,
             worker_concurrency=_int_range(env, "WORKER_CONCURRENCY", 64, low=1, high=512),
+            worker_processes=_int_range(env, "WORKER_PROCESSES", processes, low=1, high=32),
             delivery_poll_seconds=_float(env, "DELIVERY_POLL_SECONDS", 2.0, low=0.05),
             code_keys=_code_keys(env, "CODE_KEYS"),
             store_wait_replicas=_int(env, "STORE_WAIT_REPLICAS", 0, low=0),

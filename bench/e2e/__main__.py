@@ -5,9 +5,10 @@ Everything runs on this machine, against one private ``redis-server`` (the binar
 its queues or keys; AOF with ``appendfsync everysec`` by default (``--fsync``). The
 Ifeelgoods sandbox runs in its own process (one gunicorn gthread worker, in-memory
 state). The baselines' workers are ``celery … worker -c WORKER_CONCURRENCY -P prefork``;
-ours runs the product's pool (threads, ``WORKER_CONCURRENCY``; ``--ours-worker prefork``
-for the baselines' command line); each web app runs under ``gunicorn -w 2 -k gthread
---threads 8``.
+ours runs as the ``Procfile`` runs it, ``rewardrelay worker``: ``WORKER_PROCESSES``
+processes of the product's pool (threads, ``WORKER_CONCURRENCY``; ``--ours-worker
+prefork`` for the baselines' command line, one process); each web app runs under
+``gunicorn -w 2 -k gthread --threads 8``.
 
 ``--provider-latency SPEC`` replaces the bursts and the paced run by bursts with every
 provider call delayed by the sandbox's ``latency`` fault, drawn from SPEC (e.g.
@@ -16,7 +17,7 @@ ours and the naive pipeline; it reports units/s, p50/p99 and CPU per unit at eac
 and our rate at each relative to the first.
 
 * ours: the edge (``webhooks:create_app()``: verify, validate, inbox + outbox in one Lua
-  script), the relay (``rewardrelay relay``) and ``celery -A worker.app worker``
+  script), the relay (``rewardrelay relay``) and ``rewardrelay worker``
   (ledger begin/finish, routing, one create-and-redeem call per unit). Completion =
   the unit's ledger ``fulfilled_at``. The product's own Celery settings apply (late
   ack, prefetch 1, task events on).
@@ -74,6 +75,7 @@ from bench.common import (
     start_celery,
     start_gunicorn,
     start_sandbox,
+    start_workers,
     tree_cpu_seconds,
     wait_log,
 )
@@ -185,10 +187,12 @@ class Ours(Pipeline):
                       log_dir)  # fmt: skip
         self.children.append(relay)
         wait_log(relay, b"relay started")
-        # concurrency None: the product's own pool (threads, WORKER_CONCURRENCY).
-        self.children.append(
-            start_celery("ours-worker", "worker.app", env, log_dir, concurrency=concurrency)
-        )
+        if concurrency is None:  # the product's own: `rewardrelay worker` (WORKER_PROCESSES)
+            self.children.append(start_workers("ours-worker", env, log_dir))
+        else:
+            self.children.append(
+                start_celery("ours-worker", "worker.app", env, log_dir, concurrency=concurrency)
+            )
 
     def stages(self, event_ids: Sequence[str], sent_at: dict[str, float]) -> dict[str, float]:
         """Where a unit spends its time, from the ledger's own timestamps: sent → stored

@@ -7,6 +7,7 @@ is in ``common``.
 
     run       the whole stack on embedded defaults          (rewardrelay.stack)
     relay     the outbox relay and scheduler, a Procfile process
+    worker    WORKER_PROCESSES Celery workers, a Procfile process
     sandbox   a provider or source sandbox in the foreground
     send      sign and post an event; optionally arm a sandbox fault first
     status    the fulfilment state of an event's units
@@ -36,6 +37,7 @@ from rewardrelay.commands import (
     send,
     sources,
     status,
+    worker,
 )
 
 __all__ = ["COMMAND_MODULES"]
@@ -43,6 +45,7 @@ __all__ = ["COMMAND_MODULES"]
 COMMAND_MODULES = (
     run,
     relay,
+    worker,
     sandbox,
     send,
     status,

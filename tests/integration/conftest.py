@@ -256,11 +256,28 @@ class Stack:
         self._wait_worker_ready(name)
         return proc
 
-    def _wait_worker_ready(self, name: str, timeout: float = 30) -> None:
+    def start_worker_command(
+        self, processes: int, concurrency: int = 2, name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``rewardrelay worker`` as the Procfile runs it (the threads pool), with
+        ``WORKER_PROCESSES=processes``; returns once every process said "ready."."""
+        name = name or f"wc{len(self.workers)}-{self.prefix}"
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rewardrelay.cli", "worker", "--name", name],
+            env={**self.env, "WORKER_PROCESSES": str(processes),
+                 "WORKER_CONCURRENCY": str(concurrency)},
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.workers.append(proc)
+        self._wait_worker_ready(name, count=processes)
+        return proc
+
+    def _wait_worker_ready(self, name: str, timeout: float = 30, count: int = 1) -> None:
         deadline = time.time() + timeout
         path = self.tmp / f"{name}.log"
         while time.time() < deadline:
-            if b"ready." in path.read_bytes():
+            if path.read_bytes().count(b"ready.") >= count:
                 return
             time.sleep(0.1)
         raise AssertionError(f"worker {name} not ready:\n{path.read_text()[-3000:]}")

@@ -9,6 +9,7 @@ relay; ``rewardrelay send`` then ``rewardrelay status`` show a fulfilled reward.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -95,6 +96,10 @@ def test_run_send_status_shows_a_fulfilled_reward_and_survives_a_restart(tmp_pat
         assert "fulfilled" in status.stdout
         # and the orders-platform sandbox was connected for the user (issue 6)
         assert b"orders-platform sandbox connected" in (tmp_path / "run1.log").read_bytes()
+        # and the worker is WORKER_PROCESSES (default 2) Celery workers, each one ready
+        run_log = (tmp_path / "run1.log").read_text(errors="replace")
+        for index in (1, 2):
+            assert re.search(rf"rewardrelay-{env['PORT']}-{index}@\S+ ready\.", run_log), index
         # and /metrics sums the web (gunicorn) and worker (Celery child) processes
         wanted = ('rewardrelay_events_accepted_total{source="coniq"} 1.0', 'state="fulfilled"')
         deadline, metrics = time.time() + 10, ""

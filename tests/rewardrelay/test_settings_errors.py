@@ -29,6 +29,8 @@ def _run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Com
         (["dlq", "list"], {"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
         (["relay"], {}, "REDIS_URL"),
         (["relay"], {"REDIS_URL": "http://nope"}, "REDIS_URL"),
+        (["worker"], {"WORKER_PROCESSES": "0"}, "WORKER_PROCESSES"),
+        (["run", "--no-flower"], {"WORKER_PROCESSES": "many"}, "WORKER_PROCESSES"),
         (["run", "--no-flower"], {"RULES_FILE": "/nonexistent/rules.toml"}, "RULES_FILE"),
     ],
 )

@@ -42,6 +42,7 @@ FULL_ENV = {
     "TASK_LEASE_SECONDS": "90",
     "WORKER_CONCURRENCY": "32",
     "WORKER_POOL": "prefork",
+    "WORKER_PROCESSES": "3",
     "DELIVERY_POLL_SECONDS": "1.5",
 }
 
@@ -98,6 +99,9 @@ MALFORMED = [
     ("WORKER_CONCURRENCY", "513"),
     ("WORKER_CONCURRENCY", "many"),
     ("WORKER_POOL", "gevent"),
+    ("WORKER_PROCESSES", "0"),
+    ("WORKER_PROCESSES", "33"),
+    ("WORKER_PROCESSES", "two"),
     ("DELIVERY_POLL_SECONDS", "0"),
     ("DELIVERY_POLL_SECONDS", "soon\nish"),
 ]
@@ -192,6 +196,8 @@ def test_empty_environment_gives_documented_defaults():
     assert settings.celery_broker_url == ""
     assert settings.worker_concurrency == 64
     assert settings.worker_pool == "threads"
+    # two consumer threads (and GILs) per host: one caps fulfilment near 110 units/s
+    assert settings.worker_processes == 2
 
 
 def test_full_environment_is_parsed_into_typed_values():
@@ -214,6 +220,15 @@ def test_full_environment_is_parsed_into_typed_values():
     assert settings.task_lease_seconds == 90.0
     assert settings.worker_concurrency == 32
     assert settings.worker_pool == "prefork"
+    assert settings.worker_processes == 3
+
+
+def test_a_prefork_worker_is_one_process_per_host_unless_set():
+    # given the prefork pool (already WORKER_CONCURRENCY processes) and no WORKER_PROCESSES
+    # when
+    settings = Settings.from_env({"WORKER_POOL": "prefork"})
+    # then
+    assert settings.worker_processes == 1
 
 
 def test_broker_url_defaults_to_redis_url():
