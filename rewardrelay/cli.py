@@ -3,6 +3,7 @@
     rewardrelay run        the whole stack on embedded defaults (Redis, sandboxes, web,
                            worker, beat, relay, Flower)
     rewardrelay relay      the outbox relay and scheduler (a Procfile process)
+    rewardrelay worker     WORKER_PROCESSES Celery workers (a Procfile process)
     rewardrelay sandbox    run a provider sandbox in the foreground
     rewardrelay send       sign and post an event (a sample reward by default)
     rewardrelay status     the fulfilment state of an event's units
