@@ -12,9 +12,9 @@ from __future__ import annotations
 from flask import Flask
 
 from tasks.routing import load_rules
+from webhooks.broker_probe import BROKER_CHECK_TIMEOUT_SECONDS, BrokerProbe
 from webhooks.context import EXTENSION_KEY, EdgeContext, edge_context
 from webhooks.errors import register_error_handlers
-from webhooks.health import BROKER_CHECK_TIMEOUT_SECONDS, BrokerProbe
 from worker.celery_app import make_celery
 from worker.config import Settings, SettingsError
 from worker.observability import configure_logging, init_sentry, skip_unused_record_fields

@@ -8,18 +8,16 @@ one process with different settings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from flask import current_app
 
 from tasks.routing import Rules
+from webhooks.broker_probe import BrokerProbe
 from worker.config import Settings
 from worker.stores.inbox import Inbox
 from worker.stores.keys import Keys
-
-if TYPE_CHECKING:  # health imports this module: name the type only for the checker
-    from webhooks.health import BrokerProbe
 
 __all__ = ["EXTENSION_KEY", "EdgeContext", "edge_context"]
 
@@ -31,7 +29,7 @@ class EdgeContext:
     """The edge's dependencies.
 
     ``celery`` is used only by the readiness probe (through ``broker_probe``, a
-    ``webhooks.health.BrokerProbe``): the edge never publishes tasks (the relay publishes
+    ``webhooks.broker_probe.BrokerProbe``): the edge never publishes tasks (the relay publishes
     what ``Inbox.accept`` appended to the outbox stream).
     """
 

@@ -19,7 +19,7 @@ from webhooks import create_app
 from worker.config import Settings
 
 PROBES = 30
-MAX_PROBE_CONNECTIONS = 2  # webhooks.health.BROKER_PROBE_CONNECTIONS
+MAX_PROBE_CONNECTIONS = 2  # webhooks.broker_probe.BROKER_PROBE_CONNECTIONS
 
 
 class TcpRelay:
