@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import hashlib
 import hmac
 import io
@@ -91,6 +92,8 @@ class Requests:
         def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
             statuses[status] = statuses.get(status, 0) + 1
 
+        gc.collect()
+        gc.disable()  # as timeit does: a collection lands on whichever variant runs then
         started = time.process_time()
         for body, headers in self.items:
             answer = app(_environ(body, headers), start_response)
@@ -98,7 +101,9 @@ class Requests:
             close = getattr(answer, "close", None)
             if close is not None:
                 close()
-        return (time.process_time() - started) / len(self.items)
+        spent = time.process_time() - started
+        gc.enable()
+        return spent / len(self.items)
 
 
 def _apps(run_id: str, redis_base: str) -> dict[str, WsgiApp]:
@@ -335,7 +340,7 @@ def _cleanup(redis_host: str, redis_port: int, run_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest.stages", description=__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="requests per app per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--number", type=int, default=2000, help="calls per stage batch")
     parser.add_argument("--redis-host", default="127.0.0.1")
     parser.add_argument("--redis-port", type=int, default=6379)
@@ -348,26 +353,32 @@ def main(argv: list[str] | None = None) -> int:
         warm = Requests(500)
         for app in apps.values():
             warm.cpu_per_request(app, {})
-        # Every variant of a round sees the same machine: apps, then ours without each stage.
-        variants = [*apps, *(f"ours without {name}" for name in ablations)]
-        cpu: dict[str, list[float]] = {name: [] for name in variants}
-        statuses: dict[str, dict[str, int]] = {name: {} for name in variants}
+        cpu: dict[str, list[float]] = {name: [] for name in apps}
+        statuses: dict[str, dict[str, int]] = {name: {} for name in apps}
+        # Each stage's cost is a paired difference: ours, then ours without the stage, back
+        # to back (which goes first alternates by round), so both see the same machine.
+        saved: dict[str, list[float]] = {name: [] for name in ablations}
         for round_no in range(args.rounds):
-            order = variants if round_no % 2 == 0 else variants[::-1]
+            order = list(apps) if round_no % 2 == 0 else list(apps)[::-1]
             for name in order:
                 requests = Requests(args.requests)
-                if name in apps:
-                    cpu[name].append(requests.cpu_per_request(apps[name], statuses[name]))
-                    continue
-                restore = ablations[name.removeprefix("ours without ")]()
-                try:
-                    cpu[name].append(requests.cpu_per_request(apps["ours"], statuses[name]))
-                finally:
-                    restore()
+                cpu[name].append(requests.cpu_per_request(apps[name], statuses[name]))
+            for name, take_out in ablations.items():
+                halves = [False, True] if round_no % 2 == 0 else [True, False]
+                measured = {}
+                for taken_out in halves:
+                    requests = Requests(args.requests)
+                    restore = take_out() if taken_out else None
+                    try:
+                        measured[taken_out] = requests.cpu_per_request(apps["ours"], {})
+                    finally:
+                        if restore is not None:
+                            restore()
+                saved[name].append(measured[False] - measured[True])
         rows = _stages(run_id, redis_base, args.number, args.rounds)
     finally:
         deleted = _cleanup(args.redis_host, args.redis_port, run_id)
-    # The least CPU a variant took over the rounds: noise from the neighbours only adds.
+    # The least CPU an app took over the rounds: noise from the neighbours only adds.
     least = {name: min(values) * 1e6 for name, values in cpu.items()}
     print(f"whole request in process (a WSGI call), least of {args.rounds} alternating rounds:")
     for name in apps:
@@ -377,11 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         f"  minimal/ours = {minimal / ours:.2f} (what the throughput ratio tends to where the "
         f"CPU is the limit), naive/ours = {least['naive'] / ours:.2f}"
     )
-    print(f"\nwhat each stage costs inside a request (ours minus ours without it), of the "
-          f"{ours - minimal:.0f} µs ours spends beyond the minimal:")  # fmt: skip
-    for name in ablations:
-        saved = ours - least[f"ours without {name}"]
-        print(f"  {name:40} {saved:7.1f} µs  {saved / (ours - minimal):6.1%}")
+    print(
+        "\nwhat each stage costs inside a request (ours minus ours without it, median of "
+        f"{args.rounds} pairs), of the {ours - minimal:.0f} µs ours spends beyond the minimal:"
+    )
+    for name, differences in saved.items():
+        cost = statistics.median(differences) * 1e6
+        spread = f"{min(differences) * 1e6:.0f}..{max(differences) * 1e6:.0f}"
+        print(f"  {name:40} {cost:7.1f} µs  {cost / (ours - minimal):6.1%}   (pairs {spread})")
     print(
         f"\nstages timed alone in a warm loop, µs CPU per call (median of {args.rounds} batches):"
     )
