@@ -196,6 +196,86 @@ _FRAMING_DETAIL = (
 )
 
 
+# gunicorn's parse errors whose problem never depends on the request or the settings.
+_FIXED_REFUSALS: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], Refusal], ...
+] = (
+    (
+        parse_errors.InvalidRequestLine,
+        Refusal(
+            400,
+            "invalid-request-line",
+            "The request line must be `METHOD target HTTP/1.1`, ending in CRLF.",
+        ),
+    ),
+    (
+        parse_errors.InvalidRequestMethod,
+        Refusal(
+            400, "invalid-method", "The method must be an HTTP method in upper case, e.g. POST."
+        ),
+    ),
+    (
+        parse_errors.InvalidHTTPVersion,
+        Refusal(400, "invalid-http-version", "The HTTP version must be HTTP/1.0 or HTTP/1.1."),
+    ),
+    (
+        parse_errors.InvalidHeaderName,
+        Refusal(
+            400,
+            "invalid-header",
+            "A header name is not a token (letters, digits and !#$%&'*+-.^_`|~; "
+            "no underscores, spaces or other bytes).",
+        ),
+    ),
+    (
+        parse_errors.ObsoleteFolding,
+        Refusal(
+            400,
+            "invalid-header",
+            "A header value continues on the next line (obsolete line folding).",
+        ),
+    ),
+    (
+        parse_errors.InvalidSchemeHeaders,
+        Refusal(400, "invalid-header", "The forwarded-scheme headers contradict each other."),
+    ),
+    (
+        parse_errors.UnsupportedTransferCoding,
+        Refusal(
+            501,
+            "unsupported-transfer-coding",
+            "Transfer-Encoding must be chunked; other codings are not supported.",
+        ),
+    ),
+    (
+        parse_errors.ExpectationFailed,
+        Refusal(417, "expectation-failed", "Only `Expect: 100-continue` is supported."),
+    ),
+    (
+        (
+            parse_errors.InvalidChunkSize,
+            parse_errors.ChunkMissingTerminator,
+            parse_errors.InvalidChunkExtension,
+        ),
+        Refusal(400, "malformed-body", MALFORMED_BODY_DETAIL),
+    ),
+    (
+        (parse_errors.InvalidProxyLine, parse_errors.InvalidProxyHeader),
+        Refusal(400, "invalid-proxy-header", "The PROXY protocol header is malformed."),
+    ),
+    (
+        parse_errors.ForbiddenProxyRequest,
+        Refusal(403, "proxy-forbidden", "The PROXY protocol is not accepted from this address."),
+    ),
+    (
+        parse_errors.InvalidH2CPreface,
+        Refusal(
+            400, "invalid-http2-preface", "The connection did not open with the HTTP/2 preface."
+        ),
+    ),
+)
+
+
 def refusal_for(exc: BaseException, cfg: Any) -> Refusal | None:
     """The problem for an error gunicorn raised while reading a request; None when the
     error is ours (a bug, or a response header the app got wrong): a 500.
@@ -218,62 +298,11 @@ def refusal_for(exc: BaseException, cfg: Any) -> Refusal | None:
             f"At most {cfg.limit_request_fields} header fields of at most "
             f"{cfg.limit_request_field_size} bytes each are accepted.",
         )
-    if isinstance(exc, parse_errors.InvalidRequestLine):
-        return Refusal(
-            400,
-            "invalid-request-line",
-            "The request line must be `METHOD target HTTP/1.1`, ending in CRLF.",
-        )
-    if isinstance(exc, parse_errors.InvalidRequestMethod):
-        return Refusal(
-            400, "invalid-method", "The method must be an HTTP method in upper case, e.g. POST."
-        )
-    if isinstance(exc, parse_errors.InvalidHTTPVersion):
-        return Refusal(
-            400, "invalid-http-version", "The HTTP version must be HTTP/1.0 or HTTP/1.1."
-        )
-    if isinstance(exc, parse_errors.InvalidHeaderName):
-        return Refusal(
-            400,
-            "invalid-header",
-            "A header name is not a token (letters, digits and !#$%&'*+-.^_`|~; "
-            "no underscores, spaces or other bytes).",
-        )
     if isinstance(exc, parse_errors.InvalidHeader):
         return Refusal(400, "invalid-header", _invalid_header_detail(exc))
-    if isinstance(exc, parse_errors.ObsoleteFolding):
-        return Refusal(
-            400,
-            "invalid-header",
-            "A header value continues on the next line (obsolete line folding).",
-        )
-    if isinstance(exc, parse_errors.InvalidSchemeHeaders):
-        return Refusal(400, "invalid-header", "The forwarded-scheme headers contradict each other.")
-    if isinstance(exc, parse_errors.UnsupportedTransferCoding):
-        return Refusal(
-            501,
-            "unsupported-transfer-coding",
-            "Transfer-Encoding must be chunked; other codings are not supported.",
-        )
-    if isinstance(exc, parse_errors.ExpectationFailed):
-        return Refusal(417, "expectation-failed", "Only `Expect: 100-continue` is supported.")
-    if isinstance(
-        exc,
-        parse_errors.InvalidChunkSize
-        | parse_errors.ChunkMissingTerminator
-        | parse_errors.InvalidChunkExtension,
-    ):
-        return Refusal(400, "malformed-body", MALFORMED_BODY_DETAIL)
-    if isinstance(exc, parse_errors.InvalidProxyLine | parse_errors.InvalidProxyHeader):
-        return Refusal(400, "invalid-proxy-header", "The PROXY protocol header is malformed.")
-    if isinstance(exc, parse_errors.ForbiddenProxyRequest):
-        return Refusal(
-            403, "proxy-forbidden", "The PROXY protocol is not accepted from this address."
-        )
-    if isinstance(exc, parse_errors.InvalidH2CPreface):
-        return Refusal(
-            400, "invalid-http2-preface", "The connection did not open with the HTTP/2 preface."
-        )
+    for kinds, refusal in _FIXED_REFUSALS:
+        if isinstance(exc, kinds):
+            return refusal
     if isinstance(exc, ssl.SSLError):
         return Refusal(400, "tls-handshake-failed", "The TLS handshake failed.")
     return None
