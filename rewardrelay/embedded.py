@@ -10,20 +10,19 @@ second) keeps accepted events across restarts of ``rewardrelay run``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from rewardrelay.children import die_with_parent
 
 __all__ = [
     "EmbeddedRedis",
@@ -38,25 +37,6 @@ __all__ = [
 START_TIMEOUT_SECONDS = 15.0
 # How long a SHUTDOWN (which flushes the AOF) may take before the process is terminated.
 STOP_TIMEOUT_SECONDS = 10.0
-
-
-# Linux: ask the kernel to SIGTERM a child when its parent dies (even by SIGKILL), so a
-# crashed supervisor leaves no orphan holding a port and the Redis data directory.
-_PR_SET_PDEATHSIG = 1
-_prctl: Any = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError, AttributeError):
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for a child that must not outlive its parent (Linux; else a no-op).
-
-    The kernel ties this to the *thread* that started the child: start such children from
-    a thread that lives as long as the process (the main thread).
-    """
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedRedisError(RuntimeError):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from rewardrelay.embedded import die_with_parent
+from rewardrelay.children import die_with_parent
 from worker.config import Settings
 
 __all__ = ["register", "worker_argv", "run_workers"]
